@@ -1,0 +1,610 @@
+"""Image datasets for vaekit: MNIST (shipped), Fashion-MNIST and IDX folders.
+
+Everything here reads the IDX format of LeCun's MNIST distribution: a 4-byte
+magic number ``00 00 <dtype> <ndim>``, ``ndim`` big-endian uint32 sizes, then
+the raw payload.  Files may be gzip-compressed (recognised by the gzip magic
+``1f 8b``, not by the file name) or raw.
+
+Sources understood by :func:`load_dataset`:
+
+* ``"mnist"`` -- the four MNIST files shipped inside the package
+  (``vaekit/assets/mnist``).  The decompressed bytes of each file are checked
+  against :data:`MNIST_MD5` once; the verified arrays are then cached as
+  ``.npy`` files (plus a small JSON sidecar recording the source's identity)
+  so later loads skip both gunzip and MD5.
+* ``"fashion-mnist"`` -- Debian's ``dataset-fashion-mnist`` package, in
+  :data:`FASHION_MNIST_DIR`.  Cached the same way, without a checksum table.
+* any folder holding the four IDX files, gzip'd or not (not cached and not
+  checksummed: there is nothing to check them against).
+
+Every problem with the data raises :class:`DatasetError`, whose message names
+the file or argument, what was seen and what was expected.
+
+Importing this module has no side effects: no file is read or written until
+a function is called.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import pathlib
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+import zlib
+from dataclasses import dataclass
+from http.client import HTTPException
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DatasetError",
+    "ImageData",
+    "FASHION_MNIST_DIR",
+    "MNIST_MD5",
+    "read_idx",
+    "load_dataset",
+    "mnist_files",
+    "default_cache_dir",
+    "download_mnist",
+]
+
+#: Where Debian's ``dataset-fashion-mnist`` package installs its files.
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+#: MD5 of the *decompressed* content of each MNIST file, keyed by the name of
+#: the (gzip'd) file as shipped and as served by the MNIST mirrors.
+MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+}
+
+# The four files of an MNIST-style dataset, by role, under their canonical
+# (un-gzipped) names.  Order matters: it is the order files are loaded in.
+_BASENAMES: dict[str, str] = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+_NAMED_DATASETS = ("mnist", "fashion-mnist")
+_GZIP_MAGIC = b"\x1f\x8b"
+_IDX_UBYTE = 0x08
+_IDX_TYPE_NAMES = {
+    0x08: "unsigned byte",
+    0x09: "signed byte",
+    0x0B: "int16",
+    0x0C: "int32",
+    0x0D: "float32",
+    0x0E: "float64",
+}
+_CACHE_FORMAT = 1  # bump to invalidate every existing cache entry
+
+
+class DatasetError(ValueError):
+    """A dataset file or argument is missing, malformed or fails its checksum."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """A labelled image dataset split into train and test parts.
+
+    ``eq=False``: comparing tensors with ``==`` is elementwise, so the
+    dataclass-generated ``__eq__`` would raise; compare fields with
+    :func:`torch.equal` instead.
+    """
+
+    name: str  # "mnist", "fashion-mnist" or the folder path
+    train_images: torch.Tensor  # [N, 1, H, W] float32 in [0, 1] (MNIST: N=60000, H=W=28)
+    train_labels: torch.Tensor  # [N] int64
+    test_images: torch.Tensor  # [M, 1, H, W] float32 in [0, 1] (MNIST: M=10000)
+    test_labels: torch.Tensor  # [M] int64
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageData(name={self.name!r}, "
+            f"train_images={tuple(self.train_images.shape)}, "
+            f"test_images={tuple(self.test_images.shape)})"
+        )
+
+
+# --------------------------------------------------------------------------
+# IDX parsing
+# --------------------------------------------------------------------------
+
+
+def _read_bytes(path: pathlib.Path) -> bytes:
+    """Return the content of ``path``, gunzipped if it starts with the gzip magic."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read file: {exc}") from exc
+    if data[:2] != _GZIP_MAGIC:
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DatasetError(
+            f"{path}: corrupt gzip data ({exc}); expected a valid gzip stream "
+            f"since the file starts with the gzip magic 1f 8b"
+        ) from exc
+
+
+def _parse_idx(data: bytes, path: pathlib.Path) -> np.ndarray:
+    """Parse the bytes of an (uncompressed) IDX file; ``path`` is for messages."""
+    if len(data) < 4:
+        raise DatasetError(
+            f"{path}: too short to be an IDX file: {len(data)} bytes, "
+            f"expected at least a 4-byte magic number"
+        )
+    zero0, zero1, type_code, ndim = data[0], data[1], data[2], data[3]
+    magic = int.from_bytes(data[:4], "big")
+    if zero0 != 0 or zero1 != 0:
+        raise DatasetError(
+            f"{path}: bad IDX magic number 0x{magic:08x}: expected it to start "
+            f"with two zero bytes (e.g. 0x00000803 for images, 0x00000801 for labels)"
+        )
+    if type_code != _IDX_UBYTE:
+        kind = _IDX_TYPE_NAMES.get(type_code, "unknown")
+        raise DatasetError(
+            f"{path}: unsupported IDX data type code 0x{type_code:02x} ({kind}) in "
+            f"magic number 0x{magic:08x}; expected 0x08 (unsigned byte)"
+        )
+    if ndim == 0:
+        raise DatasetError(
+            f"{path}: IDX magic number 0x{magic:08x} declares 0 dimensions; "
+            f"expected at least 1"
+        )
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise DatasetError(
+            f"{path}: truncated IDX header: {ndim} dimensions need {header_len} "
+            f"header bytes, file has {len(data)}"
+        )
+    dims = tuple(
+        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
+    expected = math.prod(dims)
+    actual = len(data) - header_len
+    if actual < expected:
+        raise DatasetError(
+            f"{path}: truncated IDX payload: shape {dims} needs {expected} bytes "
+            f"after the {header_len}-byte header, found only {actual}"
+        )
+    if actual > expected:
+        raise DatasetError(
+            f"{path}: {actual - expected} unexpected trailing bytes after the IDX "
+            f"payload: shape {dims} needs {expected} bytes after the "
+            f"{header_len}-byte header, found {actual}"
+        )
+    # .copy(): frombuffer over ``bytes`` is read-only; callers get a normal array.
+    return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header_len).reshape(dims).copy()
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file of unsigned bytes, gzip'd or raw.
+
+    Compression is detected from the content (gzip magic ``1f 8b``), not the
+    file name.  Raises :class:`DatasetError` for a missing or unreadable file,
+    corrupt gzip data, a bad magic number, a data type other than ``0x08``
+    (unsigned byte), zero dimensions, or a payload whose length is not the
+    product of the declared sizes (truncated or with trailing bytes).
+
+    Returns a writable ``uint8`` array of the declared shape, e.g.
+    ``[60000, 28, 28]`` for MNIST's training images, ``[60000]`` for labels.
+    """
+    path = pathlib.Path(path)
+    return _parse_idx(_read_bytes(path), path)
+
+
+# --------------------------------------------------------------------------
+# File locations
+# --------------------------------------------------------------------------
+
+
+def mnist_files() -> dict[str, pathlib.Path]:
+    """The four MNIST files shipped with vaekit.
+
+    Keys: ``"train_images"``, ``"train_labels"``, ``"test_images"``,
+    ``"test_labels"``; values are paths of the ``.gz`` files (which are not
+    checked for existence here).
+    """
+    folder = pathlib.Path(__file__).resolve().parent / "assets" / "mnist"
+    return {role: folder / f"{base}.gz" for role, base in _BASENAMES.items()}
+
+
+def default_cache_dir() -> pathlib.Path:
+    """Folder for vaekit's cached arrays.
+
+    ``$VAEKIT_CACHE`` if set, else ``$XDG_CACHE_HOME/vaekit`` (when that is an
+    absolute path, as the XDG spec requires), else ``~/.cache/vaekit``.  The
+    folder is not created here.
+    """
+    explicit = os.environ.get("VAEKIT_CACHE")
+    if explicit:
+        return pathlib.Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return pathlib.Path(xdg) / "vaekit"
+    return pathlib.Path.home() / ".cache" / "vaekit"
+
+
+def _candidate_names(base: str) -> list[str]:
+    """File names accepted for one IDX file, most preferred first.
+
+    Raw files win over ``.gz`` (no decompression); the dotted spelling
+    ``train-images.idx3-ubyte`` used by some mirrors is accepted too.
+    """
+    dotted = base.replace("-idx", ".idx", 1)
+    return [base, f"{base}.gz", dotted, f"{dotted}.gz"]
+
+
+def _find_idx_files(folder: pathlib.Path) -> tuple[dict[str, pathlib.Path], list[str]]:
+    """Locate the four IDX files in ``folder``: (found by role, missing names)."""
+    found: dict[str, pathlib.Path] = {}
+    missing: list[str] = []
+    for role, base in _BASENAMES.items():
+        for name in _candidate_names(base):
+            candidate = folder / name
+            if candidate.is_file():
+                found[role] = candidate
+                break
+        else:
+            missing.append(f"{base}[.gz]")
+    return found, missing
+
+
+# --------------------------------------------------------------------------
+# Array cache
+# --------------------------------------------------------------------------
+
+
+def _atomic_write(path: pathlib.Path, write) -> None:
+    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it over ``path``."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; cache files are not secret
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+
+
+class _ArrayCache:
+    """``.npy`` arrays plus JSON sidecars recording where each came from.
+
+    An entry ``<key>.npy`` is trusted only if ``<key>.json`` matches the
+    source file's resolved path, size and mtime, the cache format, and (when
+    a checksum table applies) the expected MD5.  Any mismatch or unreadable
+    file is a miss: the source is read and verified again.  Write failures
+    disable the cache for the rest of the load with one warning.
+    """
+
+    def __init__(self, folder: pathlib.Path):
+        self.folder = folder
+        self.writable = True
+
+    @staticmethod
+    def _identity(source: pathlib.Path) -> dict:
+        st = source.stat()
+        return {
+            "source": str(source.resolve()),
+            "source_size": st.st_size,
+            "source_mtime_ns": st.st_mtime_ns,
+        }
+
+    def get(self, key: str, source: pathlib.Path, expected_md5: str | None) -> np.ndarray | None:
+        try:
+            meta = json.loads((self.folder / f"{key}.json").read_text())
+            if not isinstance(meta, dict) or meta.get("format") != _CACHE_FORMAT:
+                return None
+            identity = self._identity(source)
+            if any(meta.get(k) != v for k, v in identity.items()):
+                return None
+            if expected_md5 is not None and meta.get("md5") != expected_md5:
+                return None
+            array = np.load(self.folder / f"{key}.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # missing, unreadable, bad JSON/npy
+            return None
+        if array.dtype != np.uint8 or list(array.shape) != meta.get("shape"):
+            return None
+        return array
+
+    def put(self, key: str, source: pathlib.Path, array: np.ndarray, md5: str) -> None:
+        if not self.writable:
+            return
+        try:
+            meta = {
+                "format": _CACHE_FORMAT,
+                **self._identity(source),
+                "md5": md5,
+                "shape": list(array.shape),
+            }
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # Array first, sidecar second: a sidecar never vouches for a
+            # half-written array.
+            _atomic_write(self.folder / f"{key}.npy", lambda fh: np.save(fh, array, allow_pickle=False))
+            _atomic_write(
+                self.folder / f"{key}.json",
+                lambda fh: fh.write(json.dumps(meta, indent=1).encode()),
+            )
+        except OSError as exc:
+            self.writable = False
+            warnings.warn(
+                f"vaekit: cannot write the dataset cache in {self.folder} ({exc}); "
+                f"loading without a cache",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+
+def _load_array(
+    path: pathlib.Path,
+    *,
+    cache: _ArrayCache | None = None,
+    cache_key: str | None = None,
+    expected_md5: str | None = None,
+) -> np.ndarray:
+    """Read one IDX file, through the cache when given, checking its MD5 when given."""
+    if cache is not None and cache_key is not None:
+        hit = cache.get(cache_key, path, expected_md5)
+        if hit is not None:
+            return hit
+    data = _read_bytes(path)
+    md5 = hashlib.md5(data).hexdigest()
+    if expected_md5 is not None and md5 != expected_md5:
+        raise DatasetError(
+            f"{path}: MD5 checksum mismatch of the decompressed content: "
+            f"expected {expected_md5}, got {md5}; the file is corrupt or was "
+            f"modified (reinstall vaekit or fetch a fresh copy with "
+            f"vaekit.data.download_mnist)"
+        )
+    array = _parse_idx(data, path)
+    if cache is not None and cache_key is not None:
+        cache.put(cache_key, path, array, md5)
+    return array
+
+
+# --------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------
+
+
+def _fashion_mnist_files() -> dict[str, pathlib.Path]:
+    folder = pathlib.Path(FASHION_MNIST_DIR)
+    found, missing = _find_idx_files(folder) if folder.is_dir() else ({}, list(_BASENAMES.values()))
+    if missing:
+        what = "not found" if not folder.is_dir() else f"incomplete (missing {', '.join(missing)})"
+        raise DatasetError(
+            f"Fashion-MNIST is missing: {folder} is {what}. Install it with "
+            f"'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or pass "
+            f"load_dataset() the path of a folder with the four IDX files "
+            f"(train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or not)"
+        )
+    return found
+
+
+def _folder_files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    found, missing = _find_idx_files(folder)
+    if missing:
+        raise DatasetError(
+            f"dataset folder {folder} lacks {', '.join(missing)}; expected the four "
+            f"IDX files {', '.join(_BASENAMES.values())} (each optionally .gz)"
+        )
+    return found
+
+
+def _check_split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    image_path: pathlib.Path,
+    label_path: pathlib.Path,
+) -> None:
+    if images.ndim != 3:
+        raise DatasetError(
+            f"{image_path}: images have shape {images.shape}; expected 3 "
+            f"dimensions [count, height, width]"
+        )
+    if labels.ndim != 1:
+        raise DatasetError(
+            f"{label_path}: labels have shape {labels.shape}; expected 1 dimension [count]"
+        )
+    if len(images) != len(labels):
+        raise DatasetError(
+            f"image/label count mismatch: {image_path} holds {len(images)} images "
+            f"but {label_path} holds {len(labels)} labels"
+        )
+
+
+def _to_images(array: np.ndarray) -> torch.Tensor:
+    n, h, w = array.shape
+    # [N, H, W] uint8 -> [N, 1, H, W] float32 in [0, 1]
+    return torch.from_numpy(array).reshape(n, 1, h, w).to(torch.float32).div_(255.0)
+
+
+def _to_labels(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array.astype(np.int64))  # [N] int64
+
+
+def load_dataset(
+    name: str | os.PathLike = "mnist",
+    cache_dir: str | os.PathLike | None = None,
+) -> ImageData:
+    """Load an MNIST-style dataset as float tensors in ``[0, 1]``.
+
+    ``name`` is ``"mnist"`` (the copy shipped with vaekit, MD5-verified),
+    ``"fashion-mnist"`` (from :data:`FASHION_MNIST_DIR`, Debian's
+    ``dataset-fashion-mnist``), or the path of a folder holding the four IDX
+    files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each raw or
+    ``.gz``.  The two names take precedence over folders of the same name;
+    write ``./mnist`` for such a folder.
+
+    The named datasets are cached as ``.npy`` arrays in ``cache_dir``
+    (default :func:`default_cache_dir`); MNIST's checksums are verified when
+    an entry is made, so cached loads skip gunzip and MD5.  A cache that
+    cannot be written only costs speed (a ``RuntimeWarning`` says so).
+    Folders are read directly every time.
+
+    Images may be any height and width, the same for train and test; labels
+    are returned as they are stored (not checked against 0..9).
+    """
+    cache: _ArrayCache | None = None
+    if name == "mnist":
+        files = mnist_files()
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            raise DatasetError(
+                f"shipped MNIST files are missing: {', '.join(missing)}; expected them "
+                f"inside the vaekit package (reinstall vaekit, or fetch a copy with "
+                f"download_mnist() and load that folder)"
+            )
+        label = "mnist"
+    elif name == "fashion-mnist":
+        files = _fashion_mnist_files()
+        label = "fashion-mnist"
+    else:
+        folder = pathlib.Path(name)
+        if not folder.is_dir():
+            raise DatasetError(
+                f"unknown dataset {str(name)!r}: not an existing folder; expected "
+                f"one of {', '.join(repr(n) for n in _NAMED_DATASETS)} or the path "
+                f"of a folder with the four IDX files"
+            )
+        files = _folder_files(folder)
+        label = str(name)
+
+    if label in _NAMED_DATASETS:
+        cache = _ArrayCache(pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir())
+
+    arrays: dict[str, np.ndarray] = {}
+    for role, base in _BASENAMES.items():
+        expected = MNIST_MD5.get(f"{base}.gz") if label == "mnist" else None
+        if label == "mnist" and expected is None:
+            raise DatasetError(
+                f"MNIST_MD5 has no checksum for {base}.gz; expected one for each of the four files"
+            )
+        arrays[role] = _load_array(
+            files[role],
+            cache=cache,
+            cache_key=f"{label}-{role.replace('_', '-')}",
+            expected_md5=expected,
+        )
+
+    for split in ("train", "test"):
+        _check_split(
+            arrays[f"{split}_images"],
+            arrays[f"{split}_labels"],
+            files[f"{split}_images"],
+            files[f"{split}_labels"],
+        )
+    train_hw = arrays["train_images"].shape[1:]
+    test_hw = arrays["test_images"].shape[1:]
+    if train_hw != test_hw:
+        raise DatasetError(
+            f"image size mismatch: {files['train_images']} holds {train_hw[0]}x{train_hw[1]} "
+            f"images but {files['test_images']} holds {test_hw[0]}x{test_hw[1]}; expected "
+            f"train and test images of the same size"
+        )
+
+    return ImageData(
+        name=label,
+        train_images=_to_images(arrays["train_images"]),  # [N, 1, H, W]
+        train_labels=_to_labels(arrays["train_labels"]),  # [N]
+        test_images=_to_images(arrays["test_images"]),  # [M, 1, H, W]
+        test_labels=_to_labels(arrays["test_labels"]),  # [M]
+    )
+
+
+# --------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------
+
+
+def _file_md5(path: pathlib.Path) -> str | None:
+    """MD5 of a file's decompressed content, or None if it cannot be read."""
+    try:
+        return hashlib.md5(_read_bytes(path)).hexdigest()
+    except DatasetError:
+        return None
+
+
+def download_mnist(
+    dest: str | os.PathLike,
+    base_url: str = "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    *,
+    timeout: float = 60.0,
+) -> pathlib.Path:
+    """Download the four MNIST ``.gz`` files into ``dest`` and verify them.
+
+    Each file is fetched from ``base_url + name`` (any scheme urllib handles,
+    ``file://`` included) into a temporary file in ``dest``, its decompressed
+    MD5 is checked against :data:`MNIST_MD5`, and only then is it renamed to
+    its final name.  Files already present with the right checksum are not
+    fetched again; present but wrong ones are replaced.  Returns ``dest``,
+    which :func:`load_dataset` accepts as a folder.
+
+    Raises :class:`DatasetError` naming the URL for network errors, and the
+    URL with expected and actual MD5 for a mismatch; no partial file is left.
+    """
+    dest = pathlib.Path(dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"download_mnist: cannot create destination {dest}: {exc}") from exc
+    if not base_url.endswith("/"):
+        base_url += "/"
+
+    for base in _BASENAMES.values():
+        name = f"{base}.gz"
+        expected = MNIST_MD5[name]
+        target = dest / name
+        if target.is_file() and _file_md5(target) == expected:
+            continue
+        url = urllib.parse.urljoin(base_url, name)
+        fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
+        tmp = pathlib.Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                try:
+                    with urllib.request.urlopen(url, timeout=timeout) as response:
+                        while chunk := response.read(1 << 20):
+                            fh.write(chunk)
+                except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
+                    # URLError/HTTPError: unreachable, refused, 404...; OSError:
+                    # timeouts and resets mid-transfer; HTTPException: e.g.
+                    # IncompleteRead; ValueError: malformed or unknown URL.
+                    raise DatasetError(f"could not download {url}: {exc}") from exc
+            actual = _file_md5(tmp)
+            if actual != expected:
+                got = "unreadable or corrupt gzip data" if actual is None else actual
+                raise DatasetError(
+                    f"{url}: MD5 checksum mismatch of the decompressed content: "
+                    f"expected {expected}, got {got}; nothing was saved to {target}"
+                )
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return dest
