@@ -1,0 +1,115 @@
+"""Typed configuration: one dataclass per concern, saved with every run.
+
+The command line is derived from these dataclasses (see ``cli.py``): each field is a
+flag (``batch_size`` -> ``--batch-size``) whose help text is the field's ``help``
+metadata. ``resolve_device`` is the one place where ``device="auto"`` becomes a device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "resolve_device", "config_to_dict", "config_from_dict"]
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class ModelConfig:
+    """The architecture of a SimpleVAE."""
+
+    latent_dim: int = _f(2, "latent dimensionality K", min=1)
+    num_filters: int = _f(32, "channels of the hidden conv layers", min=1)
+
+
+@dataclass
+class TrainConfig:
+    """How a model is trained (the defaults are the 'quick' preset)."""
+
+    dataset: str = _f("mnist", "mnist, fashion-mnist, or a folder holding the four IDX files")
+    epochs: int = _f(4, "passes over the training set", min=1)
+    batch_size: int = _f(128, "images per optimizer step", min=1)
+    samples: int = _f(1, "samples of z per image per step (N)", min=1)
+    lr: float = _f(2e-3, "Adam learning rate", gt=0.0)
+    lr_schedule: str = _f("cosine", "learning-rate schedule over the run", choices=("constant", "cosine"))
+    calibrated: bool = _f(
+        True, "set log_sig_x to its per-batch optimum 0.5*log(MSE) (Rybkin et al. 2021) instead of learning it"
+    )
+    seed: int = _f(0, "random seed (data order, initialization, samples of z)")
+    device: str = _f("auto", "where to train; auto picks cuda, then mps, then cpu", choices=DEVICES)
+    max_steps: int | None = _f(None, "stop after this many optimizer steps in total", min=1)
+    time_budget: float | None = _f(None, "stop after this many minutes of training, then evaluate and save", gt=0.0)
+    eval_samples: int = _f(10, "samples of z per image for the test ELBO", min=1)
+    compile: bool = _f(False, "torch.compile the model (faster on CUDA after a warm-up)")
+    amp: bool = _f(False, "bf16 autocast on CUDA")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # measured to win on time-to-quality on a 2-core CPU (benchmarks/README.md)
+    "quick": {},
+    # the assignment's recipe: 20 epochs, batch 256, 10 samples of z, Adam 1e-3, learned sigma_x
+    "assignment": {
+        "epochs": 20,
+        "batch_size": 256,
+        "samples": 10,
+        "lr": 1e-3,
+        "lr_schedule": "constant",
+        "calibrated": False,
+    },
+}
+
+
+def validate(cfg: ModelConfig | TrainConfig) -> None:
+    """Check each field against its metadata; raise ValueError naming the field."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        if "min" in f.metadata and value < f.metadata["min"]:
+            raise ValueError(f"{f.name} must be >= {f.metadata['min']}, got {value!r}")
+        if "gt" in f.metadata and not value > f.metadata["gt"]:
+            raise ValueError(f"{f.name} must be > {f.metadata['gt']}, got {value!r}")
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ValueError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The one place where "auto" is resolved: CUDA first, then Apple's MPS, then CPU."""
+    name = str(device)
+    kind = name.split(":")[0]
+    if kind not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested, but CUDA is not available on this machine; use --device cpu or auto")
+    if kind == "mps" and not _mps_available():
+        raise ValueError(f"device {name!r} was requested, but MPS is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def config_to_dict(cfg: ModelConfig | TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(cls: type, data: dict[str, Any]):
+    """Build a config from a dict, ignoring unknown keys (newer files) and keeping defaults for missing ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
