@@ -1,0 +1,195 @@
+"""The ``vaekit`` command: train, sample, figures.
+
+The flags of ``vaekit train`` are derived from ``ModelConfig`` and ``TrainConfig``:
+one flag per field, checked against the field's metadata by argparse itself.
+A preset fills in defaults; flags given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+# ----------------------------------------------------------------------------- config -> flags
+
+
+def _scalar_type(f: dataclasses.Field) -> type:
+    name = str(f.type).replace(" ", "").replace("|None", "").replace("Optional[", "").rstrip("]")
+    return {"int": int, "float": float, "str": str, "bool": bool}[name]
+
+
+def _checked(kind: type, meta: dict[str, Any]):
+    """An argparse type that parses ``kind`` and enforces the field's bounds."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if "min" in meta and value < meta["min"]:
+            raise argparse.ArgumentTypeError(f"must be >= {meta['min']}, got {text}")
+        if "gt" in meta and not value > meta["gt"]:
+            raise argparse.ArgumentTypeError(f"must be > {meta['gt']}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One flag per dataclass field; every default is None so that we know what was given."""
+    group = parser.add_argument_group(title)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _scalar_type(f)
+        help_text = f"{f.metadata.get('help', '')} (default: {getattr(defaults, f.name)})"
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=_checked(kind, f.metadata) if kind is not str else str,
+                choices=f.metadata.get("choices"),
+                default=None,
+                metavar=None if "choices" in f.metadata else f.name.upper(),
+                help=help_text,
+            )
+
+
+def config_from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] | None = None):
+    """Defaults, then the preset (``base``), then the flags actually given."""
+    values = dict(base or {})
+    for f in dataclasses.fields(cls):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    return cls(**values)
+
+
+# ----------------------------------------------------------------------------- the parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import PRESETS, ModelConfig, TrainConfig
+
+    parser = argparse.ArgumentParser(prog="vaekit", description="Train, sample and explain Variational Autoencoders on images.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a SimpleVAE and write a run folder", description="Train a SimpleVAE and write a run folder.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="recipe whose values fill in the flags you do not give (default: quick)")
+    p.add_argument("--out", type=Path, default=None, help="run folder to write (default: runs/run-YYYYmmdd-HHMMSS)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if it exists and is not empty")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_config_flags(p, ModelConfig, "model")
+    add_config_flags(p, TrainConfig, "training")
+
+    p = sub.add_parser("sample", help="draw new images from a trained run", description="Draw a grid of new images from a trained run.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--n", type=_checked(int, {"min": 1}), default=64, help="number of images (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png)")
+
+    p = sub.add_parser(
+        "figures",
+        help="write the explanatory math figures",
+        description="Write the figures that explain the math: MC-vs-exact KL error, rsample histograms.",
+    )
+    p.add_argument("--out", type=Path, default=Path("figures"), help="folder to write (default: figures)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import PRESETS, ModelConfig, TrainConfig
+    from .experiment import train_run
+
+    model_cfg = config_from_args(ModelConfig, args)
+    train_cfg = config_from_args(TrainConfig, args, PRESETS[args.preset])
+    out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    print(f"vaekit train: preset {args.preset}, {json.dumps(dataclasses.asdict(train_cfg))}", flush=True)
+    t0 = time.perf_counter()
+    run = train_run(model_cfg, train_cfg, out, overwrite=args.overwrite, progress=args.progress)
+    last = _last_metrics(run)
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    if last:
+        print(
+            f"epoch {last['epoch']}: test ELBO {last['test_elbo']:.1f} +- {last['test_elbo_se']:.1f} nats per image, "
+            f"train ELBO {last['train_elbo']:.1f}, sigma_x {last['sigma_x']:.4f}"
+        )
+    print(f"run folder: {run.resolve()}")
+    for name in sorted(p.name for p in run.iterdir() if not p.name.startswith(".")):
+        print(f"  {name}")
+    return 0
+
+
+def _last_metrics(run: Path) -> dict[str, Any] | None:
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+    return json.loads(lines[-1]) if lines else None
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .experiment import sample_run
+
+    path = sample_run(args.run_dir, n=args.n, seed=args.seed, out=args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    import torch
+
+    from .distributions import rsample
+    from .evaluate import kl_mc_error
+    from .plots import plot_kl_error, plot_rsample_hist
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    curve = kl_mc_error([1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000], repeats=10, seed=args.seed)
+    plot_kl_error(curve, out / "kl_mc_vs_exact.png")
+    mu, sigma = (1.0, -2.0), 0.5
+    params = torch.tensor([[mu[0], mu[1], torch.tensor(sigma).log().item()]], dtype=torch.float64)  # [1, K+1]
+    torch.manual_seed(args.seed)
+    samples = rsample(params, 20_000)[0]  # [M, K]
+    plot_rsample_hist(samples, mu, sigma, out / "rsample_hist.png")
+    for name in ("kl_mc_vs_exact.png", "rsample_hist.png"):
+        print(f"wrote {out / name}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "figures": cmd_figures}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoint import CheckpointError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileExistsError, CheckpointError, OSError) as e:
+        # DatasetError and CheckpointError are ValueErrors: one clear line, no traceback
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vaekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

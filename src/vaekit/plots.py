@@ -1,0 +1,124 @@
+"""Figures (PNG) that explain a VAE: ELBO curve, sample grids, KL error, rsample histograms.
+
+Uses matplotlib's object-oriented API with the Agg canvas, so importing vaekit never
+touches the global pyplot backend, and writes every PNG atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from .checkpoint import atomic_write_bytes
+
+__all__ = ["save_figure", "image_grid", "plot_samples", "plot_elbo_curve", "plot_kl_error", "plot_rsample_hist"]
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Render ``fig`` to PNG and write it atomically to ``path``."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def image_grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile images [X, 1, H, W] into one array [rows*(H+pad)-pad, cols*(W+pad)-pad], clipped to [0, 1]."""
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must have shape [X, 1, H, W], got {list(images.shape)}")
+    x = images.detach().float().cpu().clamp(0, 1).numpy()[:, 0]  # [X, H, W]
+    n, h, w = x.shape
+    cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    grid = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad), dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = x[i]
+    return grid
+
+
+def plot_samples(images: Tensor, path: str | os.PathLike, title: str = "samples from the prior") -> None:
+    """A grid of images [X, 1, H, W] (grey levels, black background)."""
+    grid = image_grid(images)
+    fig = Figure(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_elbo_curve(
+    batch_elbos: Sequence[float],
+    path: str | os.PathLike,
+    epochs: Sequence[dict] = (),
+    steps_per_epoch: int | None = None,
+) -> None:
+    """Per-batch training ELBO (and its moving average), with per-epoch train/test ELBO if given."""
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    y = np.asarray(batch_elbos, dtype=np.float64)
+    scale = 1.0 / steps_per_epoch if steps_per_epoch else 1.0
+    x = (np.arange(len(y)) + 1) * scale
+    ax.plot(x, y, color="tab:blue", alpha=0.25, lw=0.8, label="train, per batch")
+    if len(y) >= 20:
+        k = max(5, len(y) // 50)
+        smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+        ax.plot(x[k - 1 :], smooth, color="tab:blue", lw=1.6, label=f"train, moving average of {k}")
+    if epochs:
+        ex = [e["steps"] * scale for e in epochs]
+        ax.plot(ex, [e["train_elbo"] for e in epochs], "o", color="tab:blue", label="train, epoch mean")
+        if all("test_elbo" in e for e in epochs):
+            ax.plot(ex, [e["test_elbo"] for e in epochs], "s-", color="tab:orange", label="test (10k images)")
+    if len(y):  # keep the first noisy steps from flattening the curve
+        ax.set_ylim(np.percentile(y, 2) - 20, max(y.max(), *(e.get("test_elbo", -np.inf) for e in epochs)) + 20)
+    ax.set_xlabel("epoch" if steps_per_epoch else "step")
+    ax.set_ylabel("ELBO (nats per image, higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    save_figure(fig, path)
+
+
+def plot_kl_error(curve: dict[str, list[float]], path: str | os.PathLike) -> None:
+    """|KL_mc - KL_exact| against the number of samples, with error bars, log-log."""
+    n = np.asarray(curve["num_samples"], dtype=np.float64)
+    mean = np.asarray(curve["mean"])
+    std = np.asarray(curve["std"])
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.add_subplot()
+    lower = np.minimum(std, mean * 0.999)  # keep the bars above zero on a log axis
+    ax.errorbar(n, mean, yerr=[lower, std], fmt="o-", capsize=3, label="mean |KL_mc - KL_exact| (10 repeats)")
+    ref = mean[0] * np.sqrt(n[0] / n)
+    ax.plot(n, ref, "--", color="grey", label=r"$\propto 1/\sqrt{N}$")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of samples N")
+    ax.set_ylabel("absolute error (nats)")
+    ax.set_title("Monte-Carlo KL against the exact KL")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    save_figure(fig, path)
+
+
+def plot_rsample_hist(samples: Tensor, mu: Sequence[float], sigma: float, path: str | os.PathLike) -> None:
+    """Histograms of rsample's samples [M, K] per dimension, against the exact N(mu_k, sigma^2) density."""
+    s = samples.detach().double().cpu().numpy()
+    k = s.shape[1]
+    fig = Figure(figsize=(4.2 * k, 3.6))
+    for j in range(k):
+        ax = fig.add_subplot(1, k, j + 1)
+        ax.hist(s[:, j], bins=60, density=True, alpha=0.6, label=f"rsample, {len(s)} draws")
+        grid = np.linspace(mu[j] - 4 * sigma, mu[j] + 4 * sigma, 400)
+        pdf = np.exp(-0.5 * ((grid - mu[j]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+        ax.plot(grid, pdf, color="black", lw=1.5, label=f"N({mu[j]:g}, {sigma:g}$^2$)")
+        ax.set_title(f"z[{j}]")
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+
