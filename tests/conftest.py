@@ -15,3 +15,27 @@ def mnist():
     from vaekit import load_dataset
 
     return load_dataset("mnist")
+
+
+def write_idx(path, array):
+    """Write a uint8 array as a raw IDX file (the format's header written out by hand)."""
+    import struct
+
+    import numpy as np
+
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory, mnist):
+    """A folder dataset of 256 train and 64 test MNIST images, for fast end-to-end runs."""
+    folder = tmp_path_factory.mktemp("tiny-mnist")
+    for split, n, images, labels in (
+        ("train", 256, mnist.train_images, mnist.train_labels),
+        ("t10k", 64, mnist.test_images, mnist.test_labels),
+    ):
+        write_idx(folder / f"{split}-images-idx3-ubyte", (images[:n, 0] * 255).round().numpy())
+        write_idx(folder / f"{split}-labels-idx1-ubyte", labels[:n].numpy())
+    return folder

@@ -52,7 +52,9 @@ def test_the_saved_model_loads(run_dir):
     assert not torch.equal(fresh.encoder[0].weight, model.encoder[0].weight)
 
 
-def test_preset_assignment_fills_defaults_and_flags_override(tmp_path, monkeypatch):
+@pytest.fixture
+def seen(monkeypatch):
+    """Replace training by a stub that records the TrainConfig the CLI built."""
     seen = {}
 
     def fake_train_run(model_cfg, train_cfg, out, **kw):
@@ -61,6 +63,10 @@ def test_preset_assignment_fills_defaults_and_flags_override(tmp_path, monkeypat
         return out
 
     monkeypatch.setattr("vaekit.experiment.train_run", fake_train_run)
+    return seen
+
+
+def test_preset_assignment_fills_defaults_and_flags_override(tmp_path, seen):
     assert main(["train", "--preset", "assignment", "--epochs", "3", "--out", str(tmp_path / "r")]) == 0
     cfg = seen["cfg"]
     assert (cfg.epochs, cfg.batch_size, cfg.samples, cfg.lr, cfg.calibrated) == (3, 256, 10, 1e-3, False)
@@ -135,3 +141,10 @@ def test_help_lists_the_commands():
     assert r.returncode == 0
     for cmd in ("train", "sample", "figures"):
         assert cmd in r.stdout
+
+
+def test_time_budget_without_epochs_trains_until_the_budget(tmp_path, seen):
+    assert main(["train", "--time-budget", "2.5", "--out", str(tmp_path / "a")]) == 0
+    assert seen["cfg"].time_budget == 2.5 and seen["cfg"].epochs == 1000
+    assert main(["train", "--time-budget", "2.5", "--epochs", "3", "--out", str(tmp_path / "b")]) == 0
+    assert seen["cfg"].epochs == 3

@@ -179,3 +179,10 @@ def test_shape_error_shows_shapes():
 def test_mixed_dtypes_are_rejected():
     with pytest.raises(ValueError, match="dtype"):
         kl_q_p_exact(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_mixed_devices_are_rejected():
+    with pytest.raises(ValueError, match="device"):
+        kl_q_p_exact(torch.zeros(2, 3), torch.zeros(2, 3, device="meta"))
+    with pytest.raises(ValueError, match="device"):
+        log_prob(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4, device="meta"), torch.zeros(2, 3))

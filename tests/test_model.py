@@ -177,3 +177,37 @@ def test_channels_last_decoder_computes_the_same():
     m2 = SimpleVAE(K=3, num_filters=6).double()
     m2.load_state_dict(m.state_dict())
     torch.testing.assert_close(m2.decode(z), ref)
+
+
+def test_time_budget_stops_training_and_reports_the_partial_epoch():
+    x = torch.rand(4096, 1, 28, 28)
+    seen = []
+    cfg = TrainConfig(epochs=50, batch_size=16, samples=1, time_budget=0.5 / 60, device="cpu")
+    result = fit(SimpleVAE(num_filters=4), x, cfg, progress=False, on_epoch_end=lambda e, s: seen.append((e, s)))
+    assert result.stopped_by == "time_budget"
+    assert 0 < result.steps < 50 * 256
+    assert len(seen) == result.epochs_done >= 1
+    assert seen[-1][1]["steps"] == result.steps
+    assert 0.5 <= seen[-1][1]["seconds"] < 5
+
+
+def test_max_steps_stops_mid_epoch():
+    x = torch.rand(64, 1, 28, 28)
+    m = SimpleVAE(num_filters=4)
+    cfg = TrainConfig(epochs=10, batch_size=16, samples=1, max_steps=6, lr_schedule="cosine", device="cpu")
+    result = fit(m, x, cfg, progress=False)
+    assert result.steps == 6 and result.stopped_by == "max_steps" and result.epochs_done == 2
+
+
+@pytest.mark.parametrize(
+    "schedule,frac,expected",
+    [
+        ("constant", 0.7, 1.0),
+        ("cosine", 0.0, 1.0), ("cosine", 0.5, 0.5), ("cosine", 1.0, 0.0),
+        ("anneal", 0.0, 1.0), ("anneal", 0.8, 1.0), ("anneal", 0.9, 0.5), ("anneal", 1.0, 0.0), ("anneal", 1.5, 0.0),
+    ],
+)
+def test_lr_schedules(schedule, frac, expected):
+    from vaekit.train import lr_factor
+
+    assert lr_factor(schedule, frac) == pytest.approx(expected, abs=1e-12)

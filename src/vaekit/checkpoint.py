@@ -10,33 +10,35 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-__all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_text", "save_weights", "load_weights", "read_json"]
+__all__ = ["CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "save_weights", "load_weights", "read_json"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint or run file is missing, unreadable or not what vaekit wrote."""
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(file)`` so that readers of ``path`` see the old file or the new one, never a mix.
 
-    The bytes go to a temporary file in the same folder, are fsynced, then renamed over
-    ``path``; if anything fails, the previous file is left untouched.
+    The content goes to a temporary file in the same folder, is fsynced, made readable
+    (0644, like a normally created file) and renamed over ``path``; if anything fails
+    (a full disk, say), the temporary file is removed and the previous file is untouched.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -54,6 +56,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

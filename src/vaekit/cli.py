@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
 
+UNTIL_BUDGET = 1000  # epochs when --time-budget is given without --epochs
+
 
 # ----------------------------------------------------------------------------- config -> flags
 
@@ -87,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a SimpleVAE and write a run folder", description="Train a SimpleVAE and write a run folder.")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="recipe whose values fill in the flags you do not give (default: quick)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="recipe whose values fill in the flags you do not give (default: quick)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR from its checkpoint (takes no other training flags)")
     p.add_argument("--out", type=Path, default=None, help="run folder to write (default: runs/run-YYYYmmdd-HHMMSS)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if it exists and is not empty")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -116,13 +119,30 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import PRESETS, ModelConfig, TrainConfig
     from .experiment import train_run
+    from .train import TrainingInterrupted
 
-    model_cfg = config_from_args(ModelConfig, args)
-    train_cfg = config_from_args(TrainConfig, args, PRESETS[args.preset])
-    out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    print(f"vaekit train: preset {args.preset}, {json.dumps(dataclasses.asdict(train_cfg))}", flush=True)
+    if args.resume is not None:
+        given = [f"--{f.name.replace('_', '-')}" for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None]
+        given += [flag for flag, value in (("--out", args.out), ("--preset", args.preset), ("--overwrite", args.overwrite or None)) if value is not None]
+        if given:
+            raise ValueError(f"--resume continues a run with its saved config; it cannot be combined with {', '.join(given)}")
+        out = args.resume
+        print(f"vaekit train: resuming {out}", flush=True)
+        model_cfg = train_cfg = None
+    else:
+        preset = args.preset or "quick"
+        model_cfg = config_from_args(ModelConfig, args)
+        train_cfg = config_from_args(TrainConfig, args, PRESETS[preset])
+        if train_cfg.time_budget is not None and args.epochs is None:
+            train_cfg.epochs = UNTIL_BUDGET  # the budget decides when to stop
+        out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+        print(f"vaekit train: preset {preset}, {json.dumps(dataclasses.asdict(train_cfg))}", flush=True)
     t0 = time.perf_counter()
-    run = train_run(model_cfg, train_cfg, out, overwrite=args.overwrite, progress=args.progress)
+    try:
+        run = train_run(model_cfg, train_cfg, out, overwrite=args.overwrite, progress=args.progress, resume=args.resume is not None)
+    except TrainingInterrupted as e:
+        print(f"vaekit train: interrupted ({e}); checkpoint saved. Resume with: vaekit train --resume {out}", file=sys.stderr)
+        return 130
     last = _last_metrics(run)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     if last:
@@ -177,9 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .checkpoint import CheckpointError
+    from .train import NonFiniteError
 
     try:
         return COMMANDS[args.command](args)
+    except NonFiniteError as e:
+        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, FileExistsError, CheckpointError, OSError) as e:
         # DatasetError and CheckpointError are ValueErrors: one clear line, no traceback
         if os.environ.get("VAEKIT_DEBUG"):

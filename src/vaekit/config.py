@@ -36,10 +36,15 @@ class TrainConfig:
 
     dataset: str = _f("mnist", "mnist, fashion-mnist, or a folder holding the four IDX files")
     epochs: int = _f(4, "passes over the training set", min=1)
-    batch_size: int = _f(128, "images per optimizer step", min=1)
+    batch_size: int = _f(64, "images per optimizer step", min=1)
     samples: int = _f(1, "samples of z per image per step (N)", min=1)
-    lr: float = _f(2e-3, "Adam learning rate", gt=0.0)
-    lr_schedule: str = _f("cosine", "learning-rate schedule over the run", choices=("constant", "cosine"))
+    lr: float = _f(1.5e-3, "Adam learning rate", gt=0.0)
+    lr_schedule: str = _f(
+        "anneal",
+        "learning-rate schedule over the run (steps or time budget): constant; cosine; "
+        "anneal = constant, then linear to 0 over the last 20%%",
+        choices=("constant", "cosine", "anneal"),
+    )
     calibrated: bool = _f(
         True, "set log_sig_x to its per-batch optimum 0.5*log(MSE) (Rybkin et al. 2021) instead of learning it"
     )
@@ -47,6 +52,8 @@ class TrainConfig:
     device: str = _f("auto", "where to train; auto picks cuda, then mps, then cpu", choices=DEVICES)
     max_steps: int | None = _f(None, "stop after this many optimizer steps in total", min=1)
     time_budget: float | None = _f(None, "stop after this many minutes of training, then evaluate and save", gt=0.0)
+    checkpoint_every: int | None = _f(None, "also write a checkpoint every N optimizer steps (one is written at every epoch end)", min=1)
+    skip_nonfinite: bool = _f(False, "skip a batch whose loss or gradient is NaN/Inf (and count it) instead of stopping")
     eval_samples: int = _f(10, "samples of z per image for the test ELBO", min=1)
     compile: bool = _f(False, "torch.compile the model (faster on CUDA after a warm-up)")
     amp: bool = _f(False, "bf16 autocast on CUDA")
@@ -67,12 +74,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
 def validate(cfg: ModelConfig | TrainConfig) -> None:
-    """Check each field against its metadata; raise ValueError naming the field."""
+    """Check each field's type and bounds against its metadata; raise ValueError naming the field."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        optional = "None" in str(f.type)
         if value is None:
-            continue
+            if optional:
+                continue
+            raise ValueError(f"{f.name} must not be None")
+        kind = str(f.type).split("|")[0].strip()
+        if not isinstance(value, _TYPES[kind]) or (kind != "bool" and isinstance(value, bool)):
+            raise ValueError(f"{f.name} must be of type {kind}{' or None' if optional else ''}, got {value!r}")
         if "min" in f.metadata and value < f.metadata["min"]:
             raise ValueError(f"{f.name} must be >= {f.metadata['min']}, got {value!r}")
         if "gt" in f.metadata and not value > f.metadata["gt"]:
@@ -111,5 +127,7 @@ def config_to_dict(cfg: ModelConfig | TrainConfig) -> dict[str, Any]:
 
 def config_from_dict(cls: type, data: dict[str, Any]):
     """Build a config from a dict, ignoring unknown keys (newer files) and keeping defaults for missing ones."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -43,6 +42,8 @@ from http.client import HTTPException
 
 import numpy as np
 import torch
+
+from .checkpoint import atomic_write, atomic_write_bytes
 
 __all__ = [
     "DatasetError",
@@ -271,24 +272,6 @@ def _find_idx_files(folder: pathlib.Path) -> tuple[dict[str, pathlib.Path], list
 # --------------------------------------------------------------------------
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it over ``path``."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; cache files are not secret
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-
-
 class _ArrayCache:
     """``.npy`` arrays plus JSON sidecars recording where each came from.
 
@@ -342,8 +325,8 @@ class _ArrayCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             # Array first, sidecar second: a sidecar never vouches for a
             # half-written array.
-            _atomic_write(self.folder / f"{key}.npy", lambda fh: np.save(fh, array, allow_pickle=False))
-            _atomic_write(
+            atomic_write(self.folder / f"{key}.npy", lambda fh: np.save(fh, array, allow_pickle=False))
+            atomic_write(
                 self.folder / f"{key}.json",
                 lambda fh: fh.write(json.dumps(meta, indent=1).encode()),
             )
@@ -582,29 +565,21 @@ def download_mnist(
         if target.is_file() and _file_md5(target) == expected:
             continue
         url = urllib.parse.urljoin(base_url, name)
-        fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
-        tmp = pathlib.Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                try:
-                    with urllib.request.urlopen(url, timeout=timeout) as response:
-                        while chunk := response.read(1 << 20):
-                            fh.write(chunk)
-                except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
-                    # URLError/HTTPError: unreachable, refused, 404...; OSError:
-                    # timeouts and resets mid-transfer; HTTPException: e.g.
-                    # IncompleteRead; ValueError: malformed or unknown URL.
-                    raise DatasetError(f"could not download {url}: {exc}") from exc
-            actual = _file_md5(tmp)
-            if actual != expected:
-                got = "unreadable or corrupt gzip data" if actual is None else actual
-                raise DatasetError(
-                    f"{url}: MD5 checksum mismatch of the decompressed content: "
-                    f"expected {expected}, got {got}; nothing was saved to {target}"
-                )
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                payload = response.read()  # ~10 MB at most: verify in memory, then write
+        except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
+            # URLError/HTTPError: unreachable, refused, 404...; OSError: timeouts and resets
+            # mid-transfer; HTTPException: e.g. IncompleteRead; ValueError: a malformed URL.
+            raise DatasetError(f"could not download {url}: {exc}") from exc
+        try:
+            actual = hashlib.md5(gzip.decompress(payload) if payload[:2] == _GZIP_MAGIC else payload).hexdigest()
+        except (OSError, EOFError, zlib.error):
+            actual = "unreadable or corrupt gzip data"
+        if actual != expected:
+            raise DatasetError(
+                f"{url}: MD5 checksum mismatch of the decompressed content: "
+                f"expected {expected}, got {actual}; nothing was saved to {target}"
+            )
+        atomic_write_bytes(target, payload)
     return dest

@@ -7,6 +7,9 @@ A run folder holds::
     metrics.jsonl      one JSON object per epoch: train/test ELBO (nats per image), sigma_x, seconds
     elbo_curve.png     the training curve with per-epoch train and test ELBO
     samples.png        64 images decoded from z ~ N(0, I)
+    checkpoint.safetensors  everything to resume: model, optimizer, RNG states, data position,
+                       config and metrics; written at each epoch end, every --checkpoint-every
+                       steps, on SIGINT/SIGTERM and at the end
 
 Every file is written atomically, so an interrupted run never leaves a torn file.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +33,13 @@ from .data import load_dataset
 from .evaluate import evaluate_elbo
 from .model import SimpleVAE, generate_images
 from .plots import plot_elbo_curve, plot_samples
-from .train import fit, set_seed
+from .train import TrainState, fit, set_seed, state_from_tensors, state_to_tensors
 
-__all__ = ["train_run", "load_run", "sample_run", "RUN_FILES"]
+__all__ = ["train_run", "load_run", "sample_run", "save_checkpoint", "load_checkpoint", "RUN_FILES"]
 
-RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "elbo_curve.png", "samples.png")
+CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT_FORMAT = "vaekit.checkpoint/1"
+RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "elbo_curve.png", "samples.png", CHECKPOINT)
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
@@ -41,45 +47,115 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"output folder {out} already exists and is not empty; pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
+        probe.close()
+    except OSError as e:
+        raise OSError(e.errno, f"output folder {out} is not writable: {e.strerror}") from None
+
+
+def save_checkpoint(out: Path, model: SimpleVAE, state: TrainState, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Write checkpoint.safetensors (model, optimizer, RNG, position, config, metrics), then
+    the files people read (model.safetensors, metrics.jsonl), each atomically.
+
+    The checkpoint is the source of truth: a crash between the writes is repaired on resume.
+    """
+    tensors, info = state_to_tensors(state)
+    tensors.update({f"model/{k}": v for k, v in model.state_dict().items()})
+    info.update(format=CHECKPOINT_FORMAT, config=meta, metrics=rows)
+    save_weights(out / CHECKPOINT, tensors, {"vaekit": json.dumps(info)})
+    save_weights(out / "model.safetensors", model.state_dict(), {"format": "vaekit.SimpleVAE"})
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], TrainState, list[dict[str, Any]]]:
+    """Read a run's checkpoint: (model state_dict, TrainState, metrics rows); CheckpointError if unusable."""
+    path = out / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"nothing to resume: {path} does not exist (was the run started by vaekit train?)")
+    tensors, header = load_weights(path)
+    try:
+        info = json.loads(header["vaekit"])
+        if info.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        state = state_from_tensors(tensors, info)
+        rows = list(info["metrics"])
+    except (KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a vaekit checkpoint: {type(e).__name__}: {e}") from None
+    model_sd = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    return model_sd, state, rows
 
 
 def train_run(
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
+    model_cfg: ModelConfig | None,
+    train_cfg: TrainConfig | None,
     out_dir: str | Path,
     *,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> Path:
-    """Train a SimpleVAE as configured and write the run folder ``out_dir``; returns its path."""
-    validate(model_cfg)
-    validate(train_cfg)
-    device = resolve_device(train_cfg.device)  # fail early on an unavailable device
+    """Train a SimpleVAE as configured and write the run folder ``out_dir``; returns its path.
+
+    With ``resume=True`` the configs come from ``out_dir/config.json`` (pass None) and
+    training continues from ``out_dir/checkpoint.safetensors``.
+    """
     out = Path(out_dir)
-    _prepare_out_dir(out, overwrite)
+    state, rows, model_sd = None, [], None
+    if resume:
+        if not out.is_dir():
+            raise CheckpointError(f"cannot resume: run folder {out} does not exist")
+        meta = read_json(out / "config.json")
+        try:
+            model_cfg = config_from_dict(ModelConfig, meta["model"])
+            train_cfg = config_from_dict(TrainConfig, meta["train"])
+            validate(model_cfg)
+            validate(train_cfg)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{out / 'config.json'} is not a vaekit run config: {e}") from None
+        model_sd, state, rows = load_checkpoint(out)
+        if state.finished:
+            print(f"the run in {out} already finished ({state.step} steps); nothing to resume")
+            return out
+        device = resolve_device(train_cfg.device)
+    else:
+        assert model_cfg is not None and train_cfg is not None
+        validate(model_cfg)
+        validate(train_cfg)
+        device = resolve_device(train_cfg.device)  # fail early on an unavailable device
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            _prepare_out_dir(out, overwrite)  # refuses before the data is loaded
 
     data = load_dataset(train_cfg.dataset)
+    if train_cfg.batch_size > len(data.train_images):
+        raise ValueError(f"batch_size={train_cfg.batch_size} is larger than the {len(data.train_images)} training images of {data.name}")
+    if not resume:
+        _prepare_out_dir(out, overwrite)
     image_size = data.train_images.shape[-1]
     set_seed(train_cfg.seed)
     model = SimpleVAE(K=model_cfg.latent_dim, num_filters=model_cfg.num_filters, image_size=image_size)
-    meta = {
-        "vaekit_version": __version__,
-        "model": config_to_dict(model_cfg),
-        "train": config_to_dict(train_cfg),
-        "data": {"name": data.name, "image_size": image_size, "train_images": len(data.train_images), "test_images": len(data.test_images)},
-        "device": str(device),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
-
-    epochs: list[dict[str, Any]] = []
+    if resume:
+        try:
+            model.load_state_dict(model_sd)
+        except RuntimeError as e:
+            raise CheckpointError(f"{out / CHECKPOINT}: the model weights do not fit config.json: {e}") from None
+    else:
+        meta = {
+            "vaekit_version": __version__,
+            "model": config_to_dict(model_cfg),
+            "train": config_to_dict(train_cfg),
+            "data": {"name": data.name, "image_size": image_size, "train_images": len(data.train_images), "test_images": len(data.test_images)},
+            "device": str(device),
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
         test = evaluate_elbo(model, data.test_images, n_samples=train_cfg.eval_samples, seed=train_cfg.seed)
-        row = {
+        rows.append({
             "epoch": epoch + 1,
             "steps": stats["steps"],
             "train_elbo": stats["train_elbo"],
@@ -88,16 +164,20 @@ def train_run(
             "test_rec": test["rec"],
             "test_kl": test["kl"],
             "sigma_x": stats["sigma_x"],
+            "skipped_nonfinite": stats["skipped"],
             "seconds": stats["seconds"],
-        }
-        epochs.append(row)
-        save_weights(out / "model.safetensors", model.state_dict(), {"format": "vaekit.SimpleVAE"})
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in epochs))
+        })
 
-    result = fit(model, data.train_images, train_cfg, progress=progress, on_epoch_end=on_epoch_end)
+    def on_checkpoint(st: TrainState) -> None:
+        save_checkpoint(out, model, st, rows, meta)
+
+    result = fit(
+        model, data.train_images, train_cfg, progress=progress,
+        on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint, resume=state,
+    )
 
     steps_per_epoch = math.ceil(len(data.train_images) / train_cfg.batch_size)
-    plot_elbo_curve(result.batch_elbos, out / "elbo_curve.png", epochs, steps_per_epoch)
+    plot_elbo_curve(result.batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train_cfg.seed)
         plot_samples(generate_images(model, n_images=64), out / "samples.png")
@@ -111,13 +191,31 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[SimpleVAE, dict[
         raise CheckpointError(f"run folder {run} does not exist or is not a folder")
     meta = read_json(run / "config.json")
     try:
+        if not isinstance(meta["model"], dict):
+            raise ValueError(f"model must be a JSON object, got {type(meta['model']).__name__}")
         model_cfg = config_from_dict(ModelConfig, meta["model"])
         validate(model_cfg)
-        image_size = int(meta.get("data", {}).get("image_size", 28))
-        model = SimpleVAE(K=model_cfg.latent_dim, num_filters=model_cfg.num_filters, image_size=image_size)
-    except (KeyError, TypeError, ValueError) as e:
+        data = meta.get("data") or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"data must be a JSON object, got {type(data).__name__}")
+        image_size = data.get("image_size", 28)
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 9:
+            raise ValueError(f"data.image_size must be an int >= 9, got {image_size!r}")
+    except KeyError as e:
+        raise CheckpointError(f"{run / 'config.json'} is not a vaekit run config: missing key {e}") from None
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{run / 'config.json'} is not a vaekit run config: {e}") from None
     tensors, _ = load_weights(run / "model.safetensors")
+    # check the sizes against the weights before building anything (no huge allocation from a bad config)
+    k, f, s = model_cfg.latent_dim, model_cfg.num_filters, image_size - 8
+    want = (f * s * s, k)
+    got = tuple(tensors["decoder.0.weight"].shape) if "decoder.0.weight" in tensors else None
+    if got != want:
+        raise CheckpointError(
+            f"{run / 'model.safetensors'}: decoder.0.weight has shape {list(got) if got else 'none (missing)'}, "
+            f"expected {list(want)} for the model in config.json (latent_dim={k}, num_filters={f}, image_size={image_size})"
+        )
+    model = SimpleVAE(K=k, num_filters=f, image_size=image_size)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -8,9 +8,12 @@ host sync); Adam uses its fused or foreach kernels; every core gets a thread.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -23,7 +26,11 @@ from tqdm.auto import tqdm
 from .config import TrainConfig, resolve_device, validate
 from .model import SimpleVAE
 
-__all__ = ["train_vae", "fit", "FitResult", "set_seed", "as_image_tensor", "configure_threads"]
+__all__ = [
+    "train_vae", "fit", "FitResult", "TrainState", "NonFiniteError", "TrainingInterrupted",
+    "set_seed", "as_image_tensor", "configure_threads", "capture_rng", "restore_rng",
+    "state_to_tensors", "state_from_tensors",
+]
 
 
 def set_seed(seed: int) -> None:
@@ -87,10 +94,158 @@ class FitResult:
     steps: int = 0
     epochs_done: int = 0
     seconds: float = 0.0
+    skipped: int = 0  # batches skipped as non-finite (with skip_nonfinite)
     stopped_by: str = "epochs"  # "epochs", "max_steps" or "time_budget"
 
 
+@dataclass
+class TrainState:
+    """Everything needed to continue training exactly where it stopped.
+
+    Captured after a completed step: the next batch to train is batch ``batch`` of epoch
+    ``epoch`` (0-based) of that epoch's data order, which depends only on (seed, epoch).
+    """
+
+    step: int  # optimizer steps done
+    epoch: int  # the epoch in progress (0-based)
+    batch: int  # batches of that epoch already consumed
+    seconds: float  # training time so far
+    skipped: int  # non-finite batches skipped so far
+    elbos: Tensor  # [step] per-step ELBO so far, CPU
+    optimizer: dict[str, Any]  # optimizer.state_dict()
+    rng: dict[str, Any]  # capture_rng()
+    epoch_start_step: int = 0  # `step` when the epoch in progress began
+    epoch_start_skipped: int = 0  # `skipped` when the epoch in progress began
+    finished: bool = False
+
+
+def capture_rng() -> dict[str, Any]:
+    """The state of every random generator training touches: Python, NumPy, torch CPU and CUDA."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def state_to_tensors(state: TrainState) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Flatten a TrainState into tensors and a JSON-able dict (for safetensors: nothing pickled)."""
+    tensors: dict[str, Tensor] = {"elbos": state.elbos, "rng/torch": state.rng["torch"]}
+    for i, t in enumerate(state.rng.get("cuda", [])):
+        tensors[f"rng/cuda/{i}"] = t
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = state.rng["numpy"]
+    tensors["rng/numpy"] = torch.from_numpy(np.asarray(np_keys, dtype=np.int64))
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, pstate in state.optimizer["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim/{idx}/{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    meta = {
+        "step": state.step, "epoch": state.epoch, "batch": state.batch, "seconds": state.seconds,
+        "skipped": state.skipped, "finished": state.finished,
+        "epoch_start_step": state.epoch_start_step, "epoch_start_skipped": state.epoch_start_skipped,
+        "param_groups": state.optimizer["param_groups"], "optim_scalars": scalars,
+        "rng_python": [state.rng["python"][0], list(state.rng["python"][1]), state.rng["python"][2]],
+        "rng_numpy": [np_name, int(np_pos), int(np_has_gauss), float(np_cached)],
+    }
+    return tensors, meta
+
+
+def state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any]) -> TrainState:
+    """Inverse of ``state_to_tensors``; raises KeyError/ValueError/TypeError on a malformed input."""
+    optim_state: dict[int, dict[str, Any]] = {}
+    for name, t in tensors.items():
+        if name.startswith("optim/"):
+            _, idx, key = name.split("/", 2)
+            optim_state.setdefault(int(idx), {})[key] = t
+    for idx, values in meta["optim_scalars"].items():
+        optim_state.setdefault(int(idx), {}).update(values)
+    py = meta["rng_python"]
+    np_name, np_pos, np_has_gauss, np_cached = meta["rng_numpy"]
+    rng: dict[str, Any] = {
+        "python": (int(py[0]), tuple(int(v) for v in py[1]), py[2]),
+        "numpy": (np_name, tensors["rng/numpy"].numpy().astype(np.uint32), np_pos, np_has_gauss, np_cached),
+        "torch": tensors["rng/torch"],
+    }
+    cuda = sorted((int(k.rsplit("/", 1)[1]), t) for k, t in tensors.items() if k.startswith("rng/cuda/"))
+    if cuda:
+        rng["cuda"] = [t for _, t in cuda]
+    return TrainState(
+        step=int(meta["step"]), epoch=int(meta["epoch"]), batch=int(meta["batch"]), seconds=float(meta["seconds"]),
+        skipped=int(meta["skipped"]), elbos=tensors["elbos"], finished=bool(meta["finished"]),
+        epoch_start_step=int(meta["epoch_start_step"]), epoch_start_skipped=int(meta["epoch_start_skipped"]),
+        optimizer={"state": optim_state, "param_groups": meta["param_groups"]}, rng=rng,
+    )
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or a gradient became NaN or Inf; training stopped before saving anything from it."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written before stopping."""
+
+
 EpochHook = Callable[[int, dict[str, float]], None]
+CheckpointHook = Callable[[TrainState], None]
+
+
+class _StopSignals:
+    """Turn SIGINT/SIGTERM into a flag checked between steps (a second SIGINT aborts at once)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+ANNEAL_FRACTION = 0.2  # "anneal": the last 20% of the run
+
+
+def lr_factor(schedule: str, frac: float) -> float:
+    """Multiplier of the base learning rate at ``frac`` in [0, 1] of the run.
+
+    constant: 1. cosine: 0.5 (1 + cos(pi frac)). anneal: 1, then linear to 0 over the
+    last ANNEAL_FRACTION of the run (a long constant phase, then a short decay).
+    """
+    frac = min(max(frac, 0.0), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    if schedule == "anneal":
+        return min(1.0, (1.0 - frac) / ANNEAL_FRACTION)
+    return 1.0
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    opt.load_state_dict(state)
+    for group in opt.param_groups:  # keep each state tensor in its parameter's memory format
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    opt.state[p][key] = torch.empty_like(p).copy_(value)
 
 
 def fit(
@@ -100,12 +255,27 @@ def fit(
     *,
     progress: bool = True,
     on_epoch_end: EpochHook | None = None,
+    on_checkpoint: CheckpointHook | None = None,
+    resume: TrainState | None = None,
     log_every: int = 10,
 ) -> FitResult:
     """Train ``model`` on ``images`` [N, 1, H, W] as ``cfg`` says; the model and data follow cfg.device.
 
-    ``on_epoch_end(epoch, stats)`` is called after every epoch (also a partial last one)
-    with ``train_elbo`` (mean per-step ELBO, nats per image), ``sigma_x``, ``steps`` and ``seconds``.
+    Hooks (their time is not counted as training time, nor against ``cfg.time_budget``):
+
+    * ``on_epoch_end(epoch, stats)`` after every epoch (also a partial last one), with
+      ``train_elbo`` (mean per-step ELBO, nats per image), ``sigma_x``, ``steps``,
+      ``skipped`` and ``seconds`` (training time so far);
+    * ``on_checkpoint(state)`` after each epoch's ``on_epoch_end``, every
+      ``cfg.checkpoint_every`` steps, when SIGINT/SIGTERM arrives (then ``fit`` raises
+      ``TrainingInterrupted``) and once at the end (``state.finished``).
+
+    ``resume`` continues from a saved ``TrainState`` (the model must hold its weights):
+    on the CPU the result is bit-identical to a run that was never interrupted, as long
+    as no time budget is set (a budget makes the stopping point depend on the clock).
+
+    A NaN or Inf loss or gradient raises ``NonFiniteError`` naming the epoch, step and
+    quantity, unless ``cfg.skip_nonfinite``, which skips the batch and counts it.
     """
     validate(cfg)
     device = resolve_device(cfg.device)
@@ -124,6 +294,7 @@ def fit(
         step_fn = torch.compile(model.elbo_terms)
     amp = cfg.amp and device.type == "cuda"
     opt = _make_adam(model, cfg.lr, device)
+    params = [p for g in opt.param_groups for p in g["params"]]
 
     bs = cfg.batch_size
     steps_per_epoch = math.ceil(n_img / bs)
@@ -132,62 +303,135 @@ def fit(
         total = min(total, cfg.max_steps)
     budget_s = None if cfg.time_budget is None else 60.0 * cfg.time_budget
     elbos = torch.zeros(total, device=device)  # [steps] per-step ELBO, nats per image
+    # non-finite flags per step (1: loss, 2: gradient), read every `check_every` steps: every
+    # step on the CPU, where reading costs nothing; lazily on accelerators, to avoid host syncs
+    bad = torch.zeros(total, dtype=torch.int8, device=device)
+    check_every = 1 if device.type == "cpu" or cfg.skip_nonfinite else log_every
+    checked = 0  # steps whose flags were read
 
     result = FitResult()
-    step = 0
-    t_start = time.perf_counter()
-    epochs_bar = tqdm(range(cfg.epochs), desc="epochs", disable=not progress, dynamic_ncols=True)
-    for epoch in epochs_bar:
-        epoch_first = step
-        # the data order of each epoch depends only on (seed, epoch)
-        order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(n_img, generator=order_gen).to(device)  # [N]
-        batches = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
-        for i in batches:
-            if step >= total:
-                result.stopped_by = "max_steps"
-                break
-            elapsed = time.perf_counter() - t_start
-            if budget_s is not None and elapsed >= budget_s:
-                result.stopped_by = "time_budget"
-                break
-            if cfg.lr_schedule == "cosine":
-                frac = step / total
-                if budget_s is not None:
-                    frac = max(frac, elapsed / budget_s)
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+    step, first_epoch, first_batch, skipped, seconds0 = 0, 0, 0, 0, 0.0
+    if resume is not None:
+        step, first_epoch, first_batch = resume.step, resume.epoch, resume.batch
+        skipped, seconds0 = resume.skipped, resume.seconds
+        elbos[:step] = resume.elbos[:step].to(device)
+        checked = step
+        _restore_optimizer(opt, resume.optimizer)
+        restore_rng(resume.rng)
+    t_start = time.perf_counter() - seconds0  # moved forward by the time spent in hooks
 
-            x = images.index_select(0, perm[i * bs : (i + 1) * bs])  # [B, 1, H, W]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                terms = step_fn(x, cfg.samples, cfg.calibrated)
-            loss = terms.loss.float().mean()  # nats per image
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if cfg.calibrated:
-                with torch.no_grad():
-                    model.log_sig_x.copy_(terms.log_sig_x)
-            elbos[step] = -loss.detach()
-            step += 1
-            if progress and step % log_every == 0:
-                batches.set_postfix(elbo=f"{elbos[step - log_every:step].mean().item():.1f}")
-        if step == epoch_first:  # the step or time limit fell on an epoch boundary
-            break
-        stats = {
-            "train_elbo": elbos[epoch_first:step].mean().item(),
-            "sigma_x": model.log_sig_x.exp().item(),
-            "steps": step,
-            "seconds": time.perf_counter() - t_start,
-        }
-        result.epochs_done = epoch + 1
-        epochs_bar.set_postfix(elbo=f"{stats['train_elbo']:.1f}", sigma_x=f"{stats['sigma_x']:.3f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, stats)
-        if result.stopped_by != "epochs":
-            break
+    def hook(fn: Callable[..., None], *args: Any) -> None:
+        nonlocal t_start
+        t_hook = time.perf_counter()
+        fn(*args)
+        t_start += time.perf_counter() - t_hook
+
+    def check_finite(upto: int, epoch: int) -> None:
+        nonlocal checked
+        if upto > checked:
+            flags = bad[checked:upto]
+            if flags.any().item():
+                i = int(torch.nonzero(flags)[0].item())
+                what = "loss" if flags[i].item() & 1 else "gradient"
+                raise NonFiniteError(
+                    f"non-finite {what} (NaN or Inf) at epoch {epoch + 1}, step {checked + i + 1}; training stopped "
+                    "and the last good checkpoint is kept. Lower --lr, or pass --skip-nonfinite to skip such batches"
+                )
+            checked = upto
+
+    def state(epoch: int, batch: int, finished: bool = False) -> TrainState:
+        check_finite(step, epoch)  # never save a state that came from a non-finite step
+        new_epoch = batch == 0
+        return TrainState(
+            step=step, epoch=epoch, batch=batch, seconds=time.perf_counter() - t_start, skipped=skipped,
+            epoch_start_step=step if new_epoch else epoch_first, epoch_start_skipped=skipped if new_epoch else skipped_before,
+            elbos=elbos[:step].detach().cpu().clone(), optimizer=copy.deepcopy(opt.state_dict()), rng=capture_rng(), finished=finished,
+        )
+
+    epochs_bar = tqdm(range(first_epoch, cfg.epochs), desc="epochs", initial=first_epoch, total=cfg.epochs, disable=not progress, dynamic_ncols=True)
+    with _StopSignals() as signals:
+        epoch, i = first_epoch, first_batch
+        for epoch in epochs_bar:
+            epoch_first, skipped_before = step, skipped  # where this epoch began
+            if resume is not None and epoch == first_epoch:
+                epoch_first, skipped_before = resume.epoch_start_step, resume.epoch_start_skipped
+            # the data order of each epoch depends only on (seed, epoch)
+            order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            perm = torch.randperm(n_img, generator=order_gen).to(device)  # [N]
+            start = first_batch if epoch == first_epoch else 0
+            batches = tqdm(range(start, steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
+            i = start
+            for i in batches:
+                if step >= total:
+                    result.stopped_by = "max_steps"
+                    break
+                elapsed = time.perf_counter() - t_start
+                if budget_s is not None and elapsed >= budget_s:
+                    result.stopped_by = "time_budget"
+                    break
+                if cfg.lr_schedule != "constant":
+                    frac = step / total  # how far through the run, by steps or by the clock
+                    if budget_s is not None:
+                        frac = max(frac, elapsed / budget_s)
+                    for g in opt.param_groups:
+                        g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, frac)
+
+                x = images.index_select(0, perm[i * bs : (i + 1) * bs])  # [B, 1, H, W]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    terms = step_fn(x, cfg.samples, cfg.calibrated)
+                loss = terms.loss.float().mean()  # nats per image
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grads_ok = torch.stack([torch.isfinite(p.grad).all() for p in params if p.grad is not None]).all()
+                flag = (~torch.isfinite(loss.detach())).to(torch.int8) + 2 * (~grads_ok).to(torch.int8)
+                if cfg.skip_nonfinite and flag.item():
+                    skipped += 1  # a non-finite batch: no update, not counted as a step
+                    opt.zero_grad(set_to_none=True)
+                else:
+                    bad[step] = flag
+                    if (step + 1) % check_every == 0:
+                        check_finite(step + 1, epoch)  # raises before this update is applied
+                    opt.step()
+                    if cfg.calibrated:
+                        with torch.no_grad():
+                            model.log_sig_x.copy_(terms.log_sig_x)
+                    elbos[step] = -loss.detach()
+                    step += 1
+                if progress and step % log_every == 0 and step > epoch_first:
+                    batches.set_postfix(elbo=f"{elbos[max(epoch_first, step - log_every):step].mean().item():.1f}")
+                if signals.received is not None:
+                    if on_checkpoint is not None:
+                        hook(on_checkpoint, state(epoch, i + 1))
+                    name = signal.Signals(signals.received).name
+                    raise TrainingInterrupted(f"{name} received at epoch {epoch + 1}, step {step}")
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step > 0 and on_checkpoint is not None:
+                    hook(on_checkpoint, state(epoch, i + 1))
+            else:
+                i = steps_per_epoch  # the epoch ran to its end
+            if i == start and step == epoch_first and skipped == skipped_before:  # a limit fell on an epoch boundary
+                break
+            check_finite(step, epoch)
+            done = elbos[epoch_first:step]
+            stats = {
+                "train_elbo": done.mean().item() if len(done) else float("nan"),
+                "sigma_x": model.log_sig_x.exp().item(),
+                "steps": step,
+                "skipped": skipped,
+                "seconds": time.perf_counter() - t_start,
+            }
+            result.epochs_done = epoch + 1
+            epochs_bar.set_postfix(elbo=f"{stats['train_elbo']:.1f}", sigma_x=f"{stats['sigma_x']:.3f}")
+            if on_epoch_end is not None:
+                hook(on_epoch_end, epoch, stats)
+            if on_checkpoint is not None and result.stopped_by == "epochs":
+                hook(on_checkpoint, state(epoch + 1, 0) if i >= steps_per_epoch else state(epoch, i))
+            if result.stopped_by != "epochs":
+                break
+        if on_checkpoint is not None:  # the end: a resume of this state has nothing left to do
+            hook(on_checkpoint, state(epoch, i, finished=True))
     epochs_bar.close()
     result.steps = step
+    result.skipped = skipped
     result.seconds = time.perf_counter() - t_start
     result.batch_elbos = elbos[:step].tolist()
     return result

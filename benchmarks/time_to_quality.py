@@ -1,0 +1,108 @@
+"""Time to quality: test ELBO after a fixed wall budget, straightforward recipe vs vaekit's ``quick``.
+
+Both train SimpleVAE K=2 on MNIST's 60k training images, one after the other, for the
+same budget of training wall time (default 10 minutes each). The test ELBO is measured
+the same way for both: all 10k test images, 10 samples of z, the model's own sigma_x,
+nats per image (higher is better). Evaluations along the way pause the clock.
+
+    python benchmarks/time_to_quality.py [--minutes 10] [--out benchmarks/results]
+
+Writes time_to_quality.png (test ELBO against training seconds) and time_to_quality.json
+to --out, and prints both final ELBOs, then ``delta=`` (quick minus reference, nats) last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from common import machine, reference_batches, reference_step
+from vaekit import SimpleVAE, TrainConfig, evaluate_elbo, fit, load_dataset, resolve_device, set_seed
+from vaekit.config import PRESETS
+from vaekit.plots import save_figure
+
+
+def run_reference(data, budget_s: float, eval_every_s: float, seed: int, device) -> list[tuple[float, float]]:
+    """The assignment's recipe the straightforward way, with the clock paused for evaluations."""
+    cfg = dataclasses.replace(TrainConfig(), **PRESETS["assignment"])
+    set_seed(seed)
+    model = SimpleVAE().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batches = reference_batches(data.train_images, data.train_labels, cfg.batch_size, seed)
+    curve, trained, next_eval = [], 0.0, eval_every_s
+    while trained < budget_s:
+        t0 = time.perf_counter()
+        reference_step(model, opt, next(batches)[0].to(device), cfg.samples)
+        trained += time.perf_counter() - t0
+        if trained >= next_eval or trained >= budget_s:
+            curve.append((trained, evaluate_elbo(model, data.test_images, 10)["elbo"]))
+            print(f"  reference: {trained:6.0f} s  test ELBO {curve[-1][1]:8.1f}", flush=True)
+            next_eval += eval_every_s
+    return curve
+
+
+def run_quick(data, budget_s: float, seed: int, device) -> list[tuple[float, float]]:
+    """vaekit's trainer with the quick preset; it evaluates at each epoch's end (not timed)."""
+    cfg = dataclasses.replace(TrainConfig(), **PRESETS["quick"], epochs=1000, time_budget=budget_s / 60, seed=seed, device=str(device))
+    set_seed(seed)
+    model = SimpleVAE()
+    curve = []
+
+    def on_epoch_end(epoch, stats):
+        curve.append((stats["seconds"], evaluate_elbo(model, data.test_images, 10)["elbo"]))
+        print(f"  quick:     {stats['seconds']:6.0f} s  test ELBO {curve[-1][1]:8.1f}  (epoch {epoch + 1})", flush=True)
+
+    fit(model, data.train_images, cfg, progress=False, on_epoch_end=on_epoch_end)
+    return curve
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--minutes", type=float, default=10.0, help="training budget for each recipe (default 10)")
+    p.add_argument("--eval-every", type=float, default=60.0, help="seconds between the reference's evaluations")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    data = load_dataset("mnist")
+    budget = 60.0 * args.minutes
+    print(f"machine: {machine()}")
+    print(f"budget: {args.minutes:g} min of training for each recipe, device {device}; quick preset: {PRESETS['quick'] or 'TrainConfig defaults'}")
+
+    ref = run_reference(data, budget, args.eval_every, args.seed, device)
+    quick = run_quick(data, budget, args.seed, device)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    for curve, label in ((ref, "straightforward (assignment recipe)"), (quick, "vaekit --preset quick")):
+        ax.plot([t for t, _ in curve], [e for _, e in curve], "o-", label=label)
+    ax.set_xlabel("training wall time (s), 2-core CPU" if device.type == "cpu" else "training wall time (s)")
+    ax.set_ylabel("test ELBO (nats per image, higher is better)")
+    ax.set_title(f"Time to quality: SimpleVAE K=2 on MNIST, {args.minutes:g} min each")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    save_figure(fig, args.out / "time_to_quality.png")
+    record = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "minutes": args.minutes,
+        "quick_preset": dataclasses.asdict(dataclasses.replace(TrainConfig(), **PRESETS["quick"])),
+        "reference": ref,
+        "quick": quick,
+    }
+    (args.out / "time_to_quality.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"reference test ELBO after {args.minutes:g} min: {ref[-1][1]:.1f} nats")
+    print(f"quick     test ELBO after {args.minutes:g} min: {quick[-1][1]:.1f} nats")
+    print(f"delta={quick[-1][1] - ref[-1][1]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
