@@ -18,7 +18,7 @@ if ! "$_venv/bin/python" -c "import torch" >/dev/null 2>&1; then
         _pip install -q "torch>=2.4"
     else
         echo "[setup] no NVIDIA GPU: installing ${VAEKIT_TORCH:-torch==2.13.0} first (CPU build where available)"
-        _pip install -q "${VAEKIT_TORCH:-torch==2.13.0}"
+        _pip install -q "${VAEKIT_TORCH:-torch==2.13.0}" numpy
     fi
     "$_venv/bin/python" -c "import torch" || { echo "[setup] torch failed to install" >&2; exit 1; }
 fi
