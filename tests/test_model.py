@@ -211,3 +211,15 @@ def test_lr_schedules(schedule, frac, expected):
     from vaekit.train import lr_factor
 
     assert lr_factor(schedule, frac) == pytest.approx(expected, abs=1e-12)
+
+
+def test_elbo_terms_under_bf16_autocast_keep_the_data_dtype():
+    torch.manual_seed(0)
+    m = SimpleVAE(num_filters=4)
+    x = torch.rand(8, 1, 28, 28)
+    for calibrated in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            terms = m.elbo_terms(x, 2, calibrated)
+        assert terms.loss.dtype == torch.float32 and torch.isfinite(terms.loss).all()
+        terms.loss.mean().backward()
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())

@@ -261,3 +261,43 @@ def test_batch_larger_than_the_data_is_refused_before_writing(tiny_dataset_dir, 
     err = capsys.readouterr().err
     assert "batch_size=1000" in err and "256 training images" in err
     assert not out.exists()
+
+
+def test_resume_of_a_finished_run_redraws_missing_figures_and_takes_device(uninterrupted, capsys):
+    from vaekit.cli import main
+
+    (uninterrupted / "samples.png").unlink()
+    assert main(["train", "--resume", str(uninterrupted), "--device", "cpu", "--no-progress"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert (uninterrupted / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_overwrite_removes_an_older_runs_checkpoint_before_training(tiny_dataset_dir, tmp_path, monkeypatch, capsys):
+    from vaekit.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / CHECKPOINT).write_bytes(b"an older run's checkpoint")
+
+    def killed(*args, **kwargs):  # the new run dies before its first checkpoint
+        raise OSError("killed before the first checkpoint")
+
+    monkeypatch.setattr("vaekit.experiment.fit", killed)
+    assert main(["train", "--dataset", str(tiny_dataset_dir), "--out", str(out), "--overwrite", "--no-progress"]) == 2
+    assert not (out / CHECKPOINT).exists()
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_inconsistent_checkpoint_is_one_clear_error(uninterrupted, tmp_path):
+    import shutil
+
+    from vaekit.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    tensors, header = load_weights(run / CHECKPOINT)
+    tensors["elbos"] = tensors["elbos"][:3]
+    save_weights(run / CHECKPOINT, tensors, header)
+    with pytest.raises(CheckpointError, match="inconsistent position"):
+        load_checkpoint(run)

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a SimpleVAE and write a run folder", description="Train a SimpleVAE and write a run folder.")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="recipe whose values fill in the flags you do not give (default: quick)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR from its checkpoint (takes no other training flags)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR from its checkpoint, with its saved config (only --device may be given too)")
     p.add_argument("--out", type=Path, default=None, help="run folder to write (default: runs/run-YYYYmmdd-HHMMSS)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if it exists and is not empty")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -122,7 +122,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainingInterrupted
 
     if args.resume is not None:
-        given = [f"--{f.name.replace('_', '-')}" for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None]
+        overridable = {"device"}  # where to continue may change; what to train may not
+        given = [
+            f"--{f.name.replace('_', '-')}"
+            for cls in (ModelConfig, TrainConfig)
+            for f in dataclasses.fields(cls)
+            if getattr(args, f.name) is not None and f.name not in overridable
+        ]
         given += [flag for flag, value in (("--out", args.out), ("--preset", args.preset), ("--overwrite", args.overwrite or None)) if value is not None]
         if given:
             raise ValueError(f"--resume continues a run with its saved config; it cannot be combined with {', '.join(given)}")
@@ -139,10 +145,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"vaekit train: preset {preset}, {json.dumps(dataclasses.asdict(train_cfg))}", flush=True)
     t0 = time.perf_counter()
     try:
-        run = train_run(model_cfg, train_cfg, out, overwrite=args.overwrite, progress=args.progress, resume=args.resume is not None)
+        run = train_run(
+            model_cfg, train_cfg, out, overwrite=args.overwrite, progress=args.progress,
+            resume=args.resume is not None, device=args.device,
+        )
     except TrainingInterrupted as e:
         print(f"vaekit train: interrupted ({e}); checkpoint saved. Resume with: vaekit train --resume {out}", file=sys.stderr)
-        return 130
+        return 128 + int(e.signum)
     last = _last_metrics(run)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     if last:

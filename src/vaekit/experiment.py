@@ -81,7 +81,11 @@ def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], TrainState, lis
             raise ValueError(f"format {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
         state = state_from_tensors(tensors, info)
         rows = list(info["metrics"])
-    except (KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError) as e:
+        if not (0 <= state.epoch_start_step <= state.step == len(state.elbos)):
+            raise ValueError(f"inconsistent position: step {state.step}, {len(state.elbos)} ELBO values, epoch start {state.epoch_start_step}")
+        if state.rng["torch"].shape != torch.get_rng_state().shape:
+            raise ValueError(f"rng/torch has shape {list(state.rng['torch'].shape)}, expected {list(torch.get_rng_state().shape)}")
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not a vaekit checkpoint: {type(e).__name__}: {e}") from None
     model_sd = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     return model_sd, state, rows
@@ -95,11 +99,12 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     resume: bool = False,
+    device: str | None = None,
 ) -> Path:
     """Train a SimpleVAE as configured and write the run folder ``out_dir``; returns its path.
 
     With ``resume=True`` the configs come from ``out_dir/config.json`` (pass None) and
-    training continues from ``out_dir/checkpoint.safetensors``.
+    training continues from ``out_dir/checkpoint.safetensors``; ``device`` may move it.
     """
     out = Path(out_dir)
     state, rows, model_sd = None, [], None
@@ -114,10 +119,11 @@ def train_run(
             validate(train_cfg)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{out / 'config.json'} is not a vaekit run config: {e}") from None
+        if device is not None:
+            train_cfg.device = device
         model_sd, state, rows = load_checkpoint(out)
         if state.finished:
             print(f"the run in {out} already finished ({state.step} steps); nothing to resume")
-            return out
         device = resolve_device(train_cfg.device)
     else:
         assert model_cfg is not None and train_cfg is not None
@@ -132,6 +138,7 @@ def train_run(
         raise ValueError(f"batch_size={train_cfg.batch_size} is larger than the {len(data.train_images)} training images of {data.name}")
     if not resume:
         _prepare_out_dir(out, overwrite)
+        (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
     image_size = data.train_images.shape[-1]
     set_seed(train_cfg.seed)
     model = SimpleVAE(K=model_cfg.latent_dim, num_filters=model_cfg.num_filters, image_size=image_size)
@@ -171,13 +178,17 @@ def train_run(
     def on_checkpoint(st: TrainState) -> None:
         save_checkpoint(out, model, st, rows, meta)
 
-    result = fit(
-        model, data.train_images, train_cfg, progress=progress,
-        on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint, resume=state,
-    )
+    if state is not None and state.finished:  # only the figures may be missing (killed while drawing)
+        batch_elbos = state.elbos.tolist()
+    else:
+        result = fit(
+            model, data.train_images, train_cfg, progress=progress,
+            on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint, resume=state,
+        )
+        batch_elbos = result.batch_elbos
 
     steps_per_epoch = math.ceil(len(data.train_images) / train_cfg.batch_size)
-    plot_elbo_curve(result.batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
+    plot_elbo_curve(batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train_cfg.seed)
         plot_samples(generate_images(model, n_images=64), out / "samples.png")

@@ -117,12 +117,13 @@ class SimpleVAE(nn.Module):
         log sigma_x = 0.5 log(MSE) ("calibrated decoder", Rybkin et al. 2021), instead of
         the learned ``log_sig_x``; the value used is returned in the terms.
         """
-        phi = self.encode(x)  # [B, K+1]
+        # under autocast the networks may run in bf16; the objective is computed in x's dtype
+        phi = self.encode(x).to(x.dtype)  # [B, K+1]
         z = rsample(phi, n)  # [B, N, K]
         mu_x = self.decode(z)  # [B, N, 1, H, W]
         b = x.shape[0]
         x_flat = x.reshape(b, 1, -1).expand(b, n, -1)  # [B, N, D]
-        mu_flat = mu_x.reshape(b, n, -1)  # [B, N, D]
+        mu_flat = mu_x.reshape(b, n, -1).to(x.dtype)  # [B, N, D]
         if calibrated:
             # argmax_sigma of sum log N(x; mu, sigma^2): sigma^2 = mean squared error
             mse = (x_flat - mu_flat).detach().pow(2).mean()

@@ -194,6 +194,10 @@ class NonFiniteError(RuntimeError):
 class TrainingInterrupted(Exception):
     """SIGINT or SIGTERM arrived; a checkpoint was written before stopping."""
 
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
 
 EpochHook = Callable[[int, dict[str, float]], None]
 CheckpointHook = Callable[[TrainState], None]
@@ -403,7 +407,7 @@ def fit(
                     if on_checkpoint is not None:
                         hook(on_checkpoint, state(epoch, i + 1))
                     name = signal.Signals(signals.received).name
-                    raise TrainingInterrupted(f"{name} received at epoch {epoch + 1}, step {step}")
+                    raise TrainingInterrupted(f"{name} received at epoch {epoch + 1}, step {step}", signals.received)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step > 0 and on_checkpoint is not None:
                     hook(on_checkpoint, state(epoch, i + 1))
             else:
@@ -429,6 +433,9 @@ def fit(
                 break
         if on_checkpoint is not None:  # the end: a resume of this state has nothing left to do
             hook(on_checkpoint, state(epoch, i, finished=True))
+        if signals.received is not None:  # arrived during the last evaluation or checkpoint
+            name = signal.Signals(signals.received).name
+            raise TrainingInterrupted(f"{name} received after the last step ({step})", signals.received)
     epochs_bar.close()
     result.steps = step
     result.skipped = skipped
