@@ -24,11 +24,6 @@ UNTIL_BUDGET = 1000  # epochs when --time-budget is given without --epochs
 # ----------------------------------------------------------------------------- config -> flags
 
 
-def _scalar_type(f: dataclasses.Field) -> type:
-    name = str(f.type).replace(" ", "").replace("|None", "").replace("Optional[", "").rstrip("]")
-    return {"int": int, "float": float, "str": str, "bool": bool}[name]
-
-
 def _checked(kind: type, meta: dict[str, Any]):
     """An argparse type that parses ``kind`` and enforces the field's bounds."""
 
@@ -49,11 +44,13 @@ def _checked(kind: type, meta: dict[str, Any]):
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One flag per dataclass field; every default is None so that we know what was given."""
+    from .config import field_kind
+
     group = parser.add_argument_group(title)
     defaults = cls()
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        kind = _scalar_type(f)
+        kind = field_kind(f)
         help_text = f"{f.metadata.get('help', '')} (default: {getattr(defaults, f.name)})"
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)

@@ -77,6 +77,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
+def field_kind(f: dataclasses.Field) -> type:
+    """The scalar type of a config field: ``int | None`` -> int (every field is int, float, str or bool)."""
+    return {"int": int, "float": float, "str": str, "bool": bool}[str(f.type).split("|")[0].strip()]
+
+
 def validate(cfg: ModelConfig | TrainConfig) -> None:
     """Check each field's type and bounds against its metadata; raise ValueError naming the field."""
     for f in dataclasses.fields(cfg):
@@ -86,7 +91,7 @@ def validate(cfg: ModelConfig | TrainConfig) -> None:
             if optional:
                 continue
             raise ValueError(f"{f.name} must not be None")
-        kind = str(f.type).split("|")[0].strip()
+        kind = field_kind(f).__name__
         if not isinstance(value, _TYPES[kind]) or (kind != "bool" and isinstance(value, bool)):
             raise ValueError(f"{f.name} must be of type {kind}{' or None' if optional else ''}, got {value!r}")
         if "min" in f.metadata and value < f.metadata["min"]:

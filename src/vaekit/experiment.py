@@ -42,17 +42,36 @@ CHECKPOINT_FORMAT = "vaekit.checkpoint/1"
 RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "elbo_curve.png", "samples.png", CHECKPOINT)
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+def _refuse_existing_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"output folder {out} already exists and is not empty; pass --overwrite or choose another --out")
+
+
+def _make_out_dir(out: Path) -> None:
+    """Create ``out`` and check that a file can be written in it (a clear error if not)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
         probe.close()
     except OSError as e:
         raise OSError(e.errno, f"output folder {out} is not writable: {e.strerror}") from None
+
+
+def _config_section(run: Path, meta: dict[str, Any], key: str, cls: type):
+    """Parse and validate ``meta[key]`` of a run's config.json as ``cls``; CheckpointError naming the file."""
+    try:
+        section = meta[key]
+        if not isinstance(section, dict):
+            raise ValueError(f"{key} must be a JSON object, got {type(section).__name__}")
+        cfg = config_from_dict(cls, section)
+        validate(cfg)
+    except KeyError as e:
+        raise CheckpointError(f"{run / 'config.json'} is not a vaekit run config: missing key {e}") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{run / 'config.json'} is not a vaekit run config: {e}") from None
+    return cfg
 
 
 def save_checkpoint(out: Path, model: SimpleVAE, state: TrainState, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
@@ -112,32 +131,26 @@ def train_run(
         if not out.is_dir():
             raise CheckpointError(f"cannot resume: run folder {out} does not exist")
         meta = read_json(out / "config.json")
-        try:
-            model_cfg = config_from_dict(ModelConfig, meta["model"])
-            train_cfg = config_from_dict(TrainConfig, meta["train"])
-            validate(model_cfg)
-            validate(train_cfg)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{out / 'config.json'} is not a vaekit run config: {e}") from None
+        model_cfg = _config_section(out, meta, "model", ModelConfig)
+        train_cfg = _config_section(out, meta, "train", TrainConfig)
         if device is not None:
             train_cfg.device = device
         model_sd, state, rows = load_checkpoint(out)
         if state.finished:
             print(f"the run in {out} already finished ({state.step} steps); nothing to resume")
-        device = resolve_device(train_cfg.device)
     else:
         assert model_cfg is not None and train_cfg is not None
         validate(model_cfg)
         validate(train_cfg)
-        device = resolve_device(train_cfg.device)  # fail early on an unavailable device
-        if out.is_dir() and any(out.iterdir()) and not overwrite:
-            _prepare_out_dir(out, overwrite)  # refuses before the data is loaded
+    device = resolve_device(train_cfg.device)  # fail early on an unavailable device
+    if not resume:
+        _refuse_existing_out_dir(out, overwrite)  # before the data is loaded
 
     data = load_dataset(train_cfg.dataset)
     if train_cfg.batch_size > len(data.train_images):
         raise ValueError(f"batch_size={train_cfg.batch_size} is larger than the {len(data.train_images)} training images of {data.name}")
     if not resume:
-        _prepare_out_dir(out, overwrite)
+        _make_out_dir(out)
         (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
     image_size = data.train_images.shape[-1]
     set_seed(train_cfg.seed)
@@ -201,19 +214,14 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[SimpleVAE, dict[
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist or is not a folder")
     meta = read_json(run / "config.json")
+    model_cfg = _config_section(run, meta, "model", ModelConfig)
     try:
-        if not isinstance(meta["model"], dict):
-            raise ValueError(f"model must be a JSON object, got {type(meta['model']).__name__}")
-        model_cfg = config_from_dict(ModelConfig, meta["model"])
-        validate(model_cfg)
         data = meta.get("data") or {}
         if not isinstance(data, dict):
             raise ValueError(f"data must be a JSON object, got {type(data).__name__}")
         image_size = data.get("image_size", 28)
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 9:
             raise ValueError(f"data.image_size must be an int >= 9, got {image_size!r}")
-    except KeyError as e:
-        raise CheckpointError(f"{run / 'config.json'} is not a vaekit run config: missing key {e}") from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{run / 'config.json'} is not a vaekit run config: {e}") from None
     tensors, _ = load_weights(run / "model.safetensors")
