@@ -29,7 +29,7 @@ def test_train_writes_the_run_folder(run_dir, capsys):
         assert (run_dir / name).read_bytes()[:8] == PNG_MAGIC
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["train"]["max_steps"] == 3 and cfg["train"]["seed"] == 1
-    assert cfg["model"] == {"latent_dim": 2, "num_filters": 8}
+    assert cfg["model"] == {"latent_dim": 2, "num_filters": 8, "likelihood": "gaussian", "posterior": "isotropic"}
     assert cfg["data"]["train_images"] == 60000 and cfg["data"]["test_images"] == 10000
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1

@@ -4,17 +4,17 @@ The public API::
 
     from vaekit import log_prob, kl_q_p_mc, kl_q_p_exact, rsample, elbo   # the math
     from vaekit import SimpleVAE, train_vae, generate_images, set_seed     # model and training
-    from vaekit import load_dataset, evaluate_elbo, load_run               # data, evaluation, runs
+    from vaekit import load_dataset, evaluate, log_likelihood, load_run   # data, evaluation, runs
 """
 
 __version__ = "0.1.0"
 
 from .checkpoint import CheckpointError
 from .config import ModelConfig, TrainConfig, resolve_device
-from .data import DatasetError, load_dataset
+from .data import DatasetError, binarize, load_dataset
 from .distributions import elbo, kl_q_p_exact, kl_q_p_mc, log_prob, rsample
-from .evaluate import evaluate_elbo
-from .experiment import load_run, sample_run, train_run
+from .evaluation import evaluate, evaluate_elbo, latent_stats, log_likelihood
+from .experiment import eval_run, load_run, sample_run, train_run
 from .model import SimpleVAE, generate_images
 from .train import fit, set_seed, train_vae
 
@@ -35,8 +35,13 @@ __all__ = [
     "resolve_device",
     "load_dataset",
     "DatasetError",
+    "evaluate",
     "evaluate_elbo",
+    "log_likelihood",
+    "latent_stats",
+    "binarize",
     "train_run",
+    "eval_run",
     "load_run",
     "sample_run",
     "CheckpointError",

@@ -1,4 +1,4 @@
-"""The ``vaekit`` command: train, sample, figures.
+"""The ``vaekit`` command: train, eval, sample, figures, report.
 
 The flags of ``vaekit train`` are derived from ``ModelConfig`` and ``TrainConfig``:
 one flag per field, checked against the field's metadata by argparse itself.
@@ -101,12 +101,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png)")
 
     p = sub.add_parser(
-        "figures",
-        help="write the explanatory math figures",
-        description="Write the figures that explain the math: MC-vs-exact KL error, rsample histograms.",
+        "eval",
+        help="evaluate a trained run: ELBO, log-likelihood, latent diagnostics",
+        description=(
+            "Evaluate a trained run on its dataset: the ELBO, the importance-sampled log-likelihood log p(x) "
+            "with exactly K samples per image (nats per image and bits/dim, with standard errors), KL per latent "
+            "dimension, active units and reconstruction MSE. Writes RUN_DIR/eval_SPLIT.json."
+        ),
     )
-    p.add_argument("--out", type=Path, default=Path("figures"), help="folder to write (default: figures)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--k", type=_checked(int, {"min": 1}), default=1000, help="importance samples per image (default: 1000; 5000 for papers)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="which images (default: test)")
+    p.add_argument("--limit", type=_checked(int, {"min": 1}), default=None, metavar="N", help="only the first N images of the split (default: all)")
+    p.add_argument("--samples", type=_checked(int, {"min": 1}), default=10, help="samples of z per image for the ELBO (default: 10)")
+    p.add_argument("--batch-size", type=_checked(int, {"min": 1}), default=500, help="images per ELBO batch (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to evaluate (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    p = sub.add_parser(
+        "figures",
+        help="write the math figures, and a run's figures",
+        description=(
+            "Write the figures that explain the math (MC-vs-exact KL error, rsample histograms). With RUN_DIR, "
+            "also (re)draw the run's figures (ELBO curve, samples, reconstructions, latent map, latent scatter, "
+            "interpolations) and its report, all into RUN_DIR."
+        ),
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?", default=None, help="a trained run (optional)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the math figures (default: RUN_DIR, else figures)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    p = sub.add_parser(
+        "report",
+        help="write RUN_DIR/report.html, one self-contained page",
+        description="Write RUN_DIR/report.html: config, data, device, time, metrics, evaluation and every figure, in one offline HTML file.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN_DIR/report.html)")
     return parser
 
 
@@ -152,9 +185,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     last = _last_metrics(run)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     if last:
+        sigma = f", sigma_x {last['sigma_x']:.4f}" if last.get("sigma_x") is not None else ""
         print(
             f"epoch {last['epoch']}: test ELBO {last['test_elbo']:.1f} +- {last['test_elbo_se']:.1f} nats per image, "
-            f"train ELBO {last['train_elbo']:.1f}, sigma_x {last['sigma_x']:.4f}"
+            f"train ELBO {last['train_elbo']:.1f}{sigma}"
         )
     print(f"run folder: {run.resolve()}")
     for name in sorted(p.name for p in run.iterdir() if not p.name.startswith(".")):
@@ -164,7 +198,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _last_metrics(run: Path) -> dict[str, Any] | None:
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
-    return json.loads(lines[-1]) if lines else None
+    try:
+        last = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return None
+    return last if isinstance(last, dict) and {"epoch", "test_elbo", "test_elbo_se", "train_elbo"} <= set(last) else None
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -175,14 +213,46 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .experiment import eval_run
+
+    r = eval_run(
+        args.run_dir, k=args.k, split=args.split, limit=args.limit, n_samples=args.samples,
+        batch_size=args.batch_size, seed=args.seed, device=args.device, progress=args.progress,
+    )
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    kl = ", ".join(f"{v:.2f}" for v in r["kl_per_dim"])
+    print(f"{r['split']} split, {r['n_images']} images of {r['dims']} pixels, on {r['device']} in {r['seconds']:.0f} s")
+    print(f"  ELBO ({r['n_samples']} samples)     {r['elbo']:10.2f} +- {r['elbo_se']:.2f} nats per image (rec {r['rec']:.2f}, KL {r['kl']:.2f})")
+    print(f"  log p(x) (k={r['k']})  {r['log_likelihood']:10.2f} +- {r['log_likelihood_se']:.2f} nats per image")
+    print(f"                        {r['bits_per_dim']:10.4f} +- {r['bits_per_dim_se']:.4f} bits/dim (= -log p(x) / (D ln 2))")
+    print(f"  KL per latent dim     [{kl}] nats")
+    print(f"  active units          {r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})")
+    print(f"  reconstruction MSE    {r['recon_mse']:.5f} per pixel")
+    print(f"note: {r['note']}")
+    print(f"wrote {Path(args.run_dir) / ('eval_' + r['split'] + '.json')}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out)}")
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     import torch
 
     from .distributions import rsample
-    from .evaluate import kl_mc_error
+    from .evaluation import kl_mc_error
     from .plots import plot_kl_error, plot_rsample_hist
 
-    out: Path = args.out
+    if args.run_dir is not None and not args.run_dir.is_dir():
+        raise ValueError(f"RUN_DIR {args.run_dir} does not exist or is not a folder")
+    out: Path = args.out or args.run_dir or Path("figures")
     out.mkdir(parents=True, exist_ok=True)
     curve = kl_mc_error([1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000], repeats=10, seed=args.seed)
     plot_kl_error(curve, out / "kl_mc_vs_exact.png")
@@ -193,10 +263,15 @@ def cmd_figures(args: argparse.Namespace) -> int:
     plot_rsample_hist(samples, mu, sigma, out / "rsample_hist.png")
     for name in ("kl_mc_vs_exact.png", "rsample_hist.png"):
         print(f"wrote {out / name}")
+    if args.run_dir is not None:  # after the math figures, so that the report shows them too
+        from .experiment import figures_run
+
+        for path in figures_run(args.run_dir):
+            print(f"wrote {path}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "figures": cmd_figures}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "figures": cmd_figures, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

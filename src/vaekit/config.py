@@ -28,6 +28,16 @@ class ModelConfig:
 
     latent_dim: int = _f(2, "latent dimensionality K", min=1)
     num_filters: int = _f(32, "channels of the hidden conv layers", min=1)
+    likelihood: str = _f(
+        "gaussian",
+        "decoder likelihood: gaussian (scalar sigma_x, the assignment's) or bernoulli (logits; for binarized images)",
+        choices=("gaussian", "bernoulli"),
+    )
+    posterior: str = _f(
+        "isotropic",
+        "encoder posterior: isotropic (one std, the assignment's) or diagonal (one std per latent dimension)",
+        choices=("isotropic", "diagonal"),
+    )
 
 
 @dataclass
@@ -48,6 +58,12 @@ class TrainConfig:
     calibrated: bool = _f(
         True, "set log_sig_x to its per-batch optimum 0.5*log(MSE) (Rybkin et al. 2021) instead of learning it"
     )
+    binarize: str = _f(
+        "none",
+        "binarize pixels: none; dynamic = a fresh Bernoulli draw of every training batch (test set drawn once, "
+        "fixed seed); static = train and test drawn once (fixed seed)",
+        choices=("none", "dynamic", "static"),
+    )
     seed: int = _f(0, "random seed (data order, initialization, samples of z)")
     device: str = _f("auto", "where to train; auto picks cuda, then mps, then cpu", choices=DEVICES)
     max_steps: int | None = _f(None, "stop after this many optimizer steps in total", min=1)
@@ -57,6 +73,7 @@ class TrainConfig:
     eval_samples: int = _f(10, "samples of z per image for the test ELBO", min=1)
     compile: bool = _f(False, "torch.compile the model (faster on CUDA after a warm-up)")
     amp: bool = _f(False, "bf16 autocast on CUDA")
+    tensorboard: bool = _f(False, "also log scalars and sample grids to RUN_DIR/tensorboard (needs the tensorboard package)")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

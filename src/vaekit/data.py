@@ -55,6 +55,8 @@ __all__ = [
     "mnist_files",
     "default_cache_dir",
     "download_mnist",
+    "binarize",
+    "BINARIZE_SEED",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs its files.
@@ -427,6 +429,26 @@ def _to_images(array: np.ndarray) -> torch.Tensor:
 
 def _to_labels(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.int64))  # [N] int64
+
+
+#: Seed of the one-off Bernoulli draw of a statically binarized split (and of the test set
+#: under dynamic binarization), so that every run is measured on the same binary images.
+BINARIZE_SEED = 1234
+
+
+def binarize(images: torch.Tensor, seed: int | None = BINARIZE_SEED) -> torch.Tensor:
+    """One Bernoulli draw per pixel: 1 with probability equal to the grey level, else 0.
+
+    ``images`` [N, C, H, W] in [0, 1] -> the same shape, values in {0., 1.}. With a ``seed``
+    the draw comes from its own CPU generator (the same result every time, whatever the
+    global RNG state); with ``seed=None`` from the global generator of the images' device.
+    """
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise ValueError(f"images must be a floating-point tensor in [0, 1], got {type(images).__name__}")
+    if seed is None:
+        return torch.bernoulli(images)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(images.detach().cpu(), generator=gen).to(images.device)
 
 
 def load_dataset(

@@ -8,6 +8,8 @@ Conventions (the assignment's contract; shapes are part of the API):
 * ``params`` of an isotropic Gaussian are packed as ``[B, K+1]``: the ``K`` means,
   then one log standard deviation shared by all ``K`` dimensions.
 * Log densities and divergences are in nats.
+* Beyond the assignment: a diagonal Gaussian (one std per dimension, means and log stds
+  given separately), and the Bernoulli likelihood of binary images from logits.
 * Every function keeps the input's device and dtype; float32 and float64 both work.
 """
 
@@ -26,6 +28,10 @@ __all__ = [
     "rsample",
     "elbo",
     "split_params",
+    "log_prob_diag",
+    "kl_diag_std_normal",
+    "rsample_diag",
+    "log_bernoulli",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -45,6 +51,16 @@ def _check_tensor(name: str, t: object, ndim: int, layout: str) -> Tensor:
         raise ValueError(f"{name} must have shape {layout} ({ndim} dims), got shape {_shape(t)}")
     if not t.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    return t
+
+
+def _check_floating(name: str, t: object) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a scalar")
     return t
 
 
@@ -254,3 +270,103 @@ def elbo(
     log_px_z = log_prob(x[:, None, :].expand(b, n, d), mu_x, log_sig_x.reshape(1, 1).expand(b, n))  # [B, N]
     kl = kl_q_p_exact(params_q, torch.zeros_like(params_q))  # [B], KL(q || N(0, I))
     return -log_px_z.mean(dim=1) + kl  # [B]
+
+
+# ----------------------------------------------------------------------------- beyond the assignment
+
+
+def log_prob_diag(x: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """Log density of the diagonal Gaussian N(mu, diag(sigma^2)) at x, summed over the last dim, in nats.
+
+    Args:
+        x:         [..., K] points.
+        mu:        [..., K] means (broadcastable to x).
+        log_sigma: [..., K] or [..., 1] log standard deviations (broadcastable to x).
+
+    Returns:
+        [...]: sum_k log N(x_k; mu_k, sigma_k^2).
+    """
+    x = _check_floating("x", x)
+    mu = _check_floating("mu", mu)
+    log_sigma = _check_floating("log_sigma", log_sigma)
+    _check_same(("x", "mu", "log_sigma"), (x, mu, log_sigma))
+    try:
+        shape = torch.broadcast_shapes(x.shape, mu.shape, log_sigma.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"x {_shape(x)}, mu {_shape(mu)} and log_sigma {_shape(log_sigma)} must broadcast together"
+        ) from None
+    if shape != x.shape:
+        raise ValueError(f"mu {_shape(mu)} and log_sigma {_shape(log_sigma)} must broadcast to x {_shape(x)}")
+    # log N(x; mu, s^2) = -1/2 log(2 pi) - log s - (x - mu)^2 / (2 s^2), per dimension
+    per_dim = -0.5 * LOG_2PI - log_sigma - 0.5 * (x - mu).pow(2) * torch.exp(-2.0 * log_sigma)  # [..., K]
+    return per_dim.sum(dim=-1)
+
+
+def kl_diag_std_normal(mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """KL(N(mu, diag(sigma^2)) || N(0, I)) per dimension, in nats (sum over the last dim for the total).
+
+    KL_k = (mu_k^2 + sigma_k^2 - 1) / 2 - log sigma_k
+
+    Args:
+        mu:        [B, K] means.
+        log_sigma: [B, K] or [B, 1] log standard deviations.
+
+    Returns:
+        [B, K]: the KL of each dimension.
+    """
+    mu = _check_tensor("mu", mu, 2, "[B, K]")
+    log_sigma = _check_tensor("log_sigma", log_sigma, 2, "[B, K] or [B, 1]")
+    if log_sigma.shape[0] != mu.shape[0] or log_sigma.shape[1] not in (1, mu.shape[1]):
+        raise ValueError(f"log_sigma must have shape [B, K] or [B, 1] to match mu {_shape(mu)}, got {_shape(log_sigma)}")
+    _check_same(("mu", "log_sigma"), (mu, log_sigma))
+    return 0.5 * (mu.pow(2) + torch.exp(2.0 * log_sigma) - 1.0) - log_sigma  # [B, K]
+
+
+def rsample_diag(mu: Tensor, log_sigma: Tensor, num_samples: int) -> Tensor:
+    """Reparameterized samples of N(mu, diag(sigma^2)): z = mu + sigma * eps, eps ~ N(0, I).
+
+    The noise is drawn as ``[N, B, K]`` exactly as ``rsample`` draws it, so an isotropic
+    posterior gives the same samples through either function.
+
+    Args:
+        mu:          [B, K] means.
+        log_sigma:   [B, K] or [B, 1] log standard deviations.
+        num_samples: N >= 1.
+
+    Returns:
+        [B, N, K] samples.
+    """
+    mu = _check_tensor("mu", mu, 2, "[B, K]")
+    log_sigma = _check_tensor("log_sigma", log_sigma, 2, "[B, K] or [B, 1]")
+    if log_sigma.shape[0] != mu.shape[0] or log_sigma.shape[1] not in (1, mu.shape[1]):
+        raise ValueError(f"log_sigma must have shape [B, K] or [B, 1] to match mu {_shape(mu)}, got {_shape(log_sigma)}")
+    _check_same(("mu", "log_sigma"), (mu, log_sigma))
+    n = _check_num_samples(num_samples)
+    eps = torch.empty((n, *mu.shape), dtype=mu.dtype, device=mu.device).normal_()  # [N, B, K]
+    return (mu + eps * torch.exp(log_sigma)).permute(1, 0, 2)  # [B, N, K]
+
+
+def log_bernoulli(x: Tensor, logits: Tensor) -> Tensor:
+    """log Bernoulli(x; sigmoid(logits)) summed over the last dim, in nats, computed from logits.
+
+    log p(x) = sum_d x_d * l_d - softplus(l_d)   (= minus the binary cross-entropy with logits),
+    stable for any logit. ``x`` is usually binary; values in [0, 1] give the cross-entropy.
+
+    Args:
+        x:      [..., D] targets in [0, 1].
+        logits: [..., D] decoder logits (broadcastable to x).
+
+    Returns:
+        [...]: the log-likelihood of each row.
+    """
+    x = _check_floating("x", x)
+    logits = _check_floating("logits", logits)
+    _check_same(("x", "logits"), (x, logits))
+    try:
+        ok = torch.broadcast_shapes(x.shape, logits.shape) == x.shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"logits {_shape(logits)} must broadcast to x {_shape(x)}")
+    return (x * logits - torch.nn.functional.softplus(logits)).sum(dim=-1)

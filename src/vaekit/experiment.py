@@ -7,6 +7,10 @@ A run folder holds::
     metrics.jsonl      one JSON object per epoch: train/test ELBO (nats per image), sigma_x, seconds
     elbo_curve.png     the training curve with per-epoch train and test ELBO
     samples.png        64 images decoded from z ~ N(0, I)
+    reconstructions.png, latent_map.png, latent_scatter.png, interpolations.png
+                       what the model learned (see ``write_run_figures``)
+    report.html        all of the above in one self-contained page (``vaekit report``)
+    eval_test.json     written by ``vaekit eval``: ELBO, log-likelihood, latent diagnostics
     checkpoint.safetensors  everything to resume: model, optimizer, RNG states, data position,
                        config and metrics; written at each epoch end, every --checkpoint-every
                        steps, on SIGINT/SIGTERM and at the end
@@ -29,17 +33,45 @@ import torch
 from . import __version__
 from .checkpoint import CheckpointError, atomic_write_text, load_weights, read_json, save_weights
 from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
-from .data import load_dataset
-from .evaluate import evaluate_elbo
+from .data import ImageData, binarize, load_dataset
+from .evaluation import LIKELIHOOD_NOTE, evaluate, evaluate_elbo
+from .latents import interpolate, latent_grid, pca, posterior_means, reconstruct
 from .model import SimpleVAE, generate_images
-from .plots import plot_elbo_curve, plot_samples
+from .plots import (
+    plot_elbo_curve, plot_interpolations, plot_latent_map, plot_latent_scatter, plot_reconstructions, plot_samples,
+)
+from .report import write_report
 from .train import TrainState, fit, set_seed, state_from_tensors, state_to_tensors
 
-__all__ = ["train_run", "load_run", "sample_run", "save_checkpoint", "load_checkpoint", "RUN_FILES"]
+__all__ = [
+    "train_run", "load_run", "sample_run", "eval_run", "figures_run", "write_run_figures",
+    "save_checkpoint", "load_checkpoint", "build_model", "split_images", "RUN_FILES", "FIGURES",
+]
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_FORMAT = "vaekit.checkpoint/1"
-RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "elbo_curve.png", "samples.png", CHECKPOINT)
+FIGURES = ("elbo_curve.png", "samples.png", "reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png")
+RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", *FIGURES, "report.html", CHECKPOINT)
+
+
+def build_model(model_cfg: ModelConfig, image_size: int = 28) -> SimpleVAE:
+    """The SimpleVAE that ``model_cfg`` describes, for square images of side ``image_size``."""
+    return SimpleVAE(
+        K=model_cfg.latent_dim, num_filters=model_cfg.num_filters, image_size=image_size,
+        likelihood=model_cfg.likelihood, posterior=model_cfg.posterior,
+    )
+
+
+def split_images(data: ImageData, train_cfg: TrainConfig, split: str = "test") -> torch.Tensor:
+    """The images a run is measured on: ``split`` ("train" or "test"), binarized as the run was trained.
+
+    With ``binarize`` "dynamic" or "static" the split is drawn once with the fixed seed
+    ``data.BINARIZE_SEED``, so every evaluation sees the same binary images.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    images = data.train_images if split == "train" else data.test_images
+    return binarize(images) if train_cfg.binarize != "none" else images
 
 
 def _refuse_existing_out_dir(out: Path, overwrite: bool) -> None:
@@ -153,8 +185,10 @@ def train_run(
         _make_out_dir(out)
         (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
     image_size = data.train_images.shape[-1]
+    test_images = split_images(data, train_cfg, "test")
+    tensorboard = _tensorboard_writer(out) if train_cfg.tensorboard else None
     set_seed(train_cfg.seed)
-    model = SimpleVAE(K=model_cfg.latent_dim, num_filters=model_cfg.num_filters, image_size=image_size)
+    model = build_model(model_cfg, image_size)
     if resume:
         try:
             model.load_state_dict(model_sd)
@@ -174,7 +208,7 @@ def train_run(
         atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
-        test = evaluate_elbo(model, data.test_images, n_samples=train_cfg.eval_samples, seed=train_cfg.seed)
+        test = evaluate_elbo(model, test_images, n_samples=train_cfg.eval_samples, seed=train_cfg.seed)
         rows.append({
             "epoch": epoch + 1,
             "steps": stats["steps"],
@@ -183,10 +217,12 @@ def train_run(
             "test_elbo_se": test["elbo_se"],
             "test_rec": test["rec"],
             "test_kl": test["kl"],
-            "sigma_x": stats["sigma_x"],
+            "sigma_x": stats["sigma_x"] if model_cfg.likelihood == "gaussian" else None,
             "skipped_nonfinite": stats["skipped"],
             "seconds": stats["seconds"],
         })
+        if tensorboard is not None:
+            _tensorboard_epoch(tensorboard, model, rows[-1], train_cfg.seed)
 
     def on_checkpoint(st: TrainState) -> None:
         save_checkpoint(out, model, st, rows, meta)
@@ -200,12 +236,77 @@ def train_run(
         )
         batch_elbos = result.batch_elbos
 
-    steps_per_epoch = math.ceil(len(data.train_images) / train_cfg.batch_size)
-    plot_elbo_curve(batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
+    if tensorboard is not None:
+        tensorboard.close()
+    write_run_figures(model, data, train_cfg, out, rows, batch_elbos)
+    write_report(out)
+    return out
+
+
+def write_run_figures(
+    model: SimpleVAE, data: ImageData, train_cfg: TrainConfig, out: Path, rows: list[dict[str, Any]], batch_elbos: list[float] | None
+) -> list[Path]:
+    """Draw a run's figures into ``out``; returns their paths.
+
+    elbo_curve.png (per-step train ELBO, per-epoch train and test; skipped without a
+    history), samples.png (64 draws from the prior), reconstructions.png (16 test images
+    and their reconstructions), latent_map.png (decoded grid: the prior's quantiles for
+    K=2, the two principal directions of the test posterior means for K>2),
+    latent_scatter.png (test posterior means coloured by label, PCA for K>2) and
+    interpolations.png (8 pairs of test images, 10 steps). Deterministic given the seed.
+    """
+    device = next(model.parameters()).device
+    test = split_images(data, train_cfg, "test")
+    written = []
+    if batch_elbos:
+        steps_per_epoch = math.ceil(len(data.train_images) / train_cfg.batch_size)
+        plot_elbo_curve(batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
+        written.append(out / "elbo_curve.png")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train_cfg.seed)
         plot_samples(generate_images(model, n_images=64), out / "samples.png")
-    return out
+        order = torch.randperm(len(test))  # [M] which test images to show
+    shown = test[order[:16]]  # [16, 1, H, W]
+    plot_reconstructions(shown, reconstruct(model, shown), out / "reconstructions.png")
+    means = posterior_means(model, test)  # [M, K]
+    grid, what = latent_grid(model, n=15, means=means)
+    plot_latent_map(grid, out / "latent_map.png", what)
+    k = means.shape[1]
+    if k == 2:
+        points, axes, title = means, ("E[z_0|x]", "E[z_1|x]"), f"posterior means of the {len(test)} test images"
+    else:
+        center, dirs, _ = pca(means, 2)
+        points = (means - center) @ dirs.T  # [M, 2]
+        axes, title = ("PC 1", "PC 2"), f"posterior means of the {len(test)} test images (PCA of K={k})"
+    plot_latent_scatter(points, data.test_labels, out / "latent_scatter.png", axes, title)
+    pairs = order[16:32].reshape(2, 8)  # 8 pairs of other test images
+    plot_interpolations(interpolate(model, test[pairs[0]], test[pairs[1]], steps=10), out / "interpolations.png")
+    written += [out / n for n in ("samples.png", "reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png")]
+    return written
+
+
+def _tensorboard_writer(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ValueError(f"--tensorboard needs the tensorboard package (pip install 'vaekit[tensorboard]'): {e}") from None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def _tensorboard_epoch(writer: Any, model: SimpleVAE, row: dict[str, Any], seed: int) -> None:
+    """Scalars (ELBOs, sigma_x) and a grid of samples for one epoch."""
+    step = row["epoch"]
+    for key in ("train_elbo", "test_elbo", "test_rec", "test_kl", "sigma_x"):
+        if row.get(key) is not None:
+            writer.add_scalar(f"elbo/{key}" if "elbo" in key else f"terms/{key}", row[key], step)
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        images = generate_images(model, n_images=64).clamp(0, 1).cpu()  # [64, 1, H, W]
+    from .plots import image_grid
+
+    writer.add_image("samples", image_grid(images)[None], step, dataformats="CHW")
+    writer.flush()
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[SimpleVAE, dict[str, Any]]:
@@ -234,7 +335,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[SimpleVAE, dict[
             f"{run / 'model.safetensors'}: decoder.0.weight has shape {list(got) if got else 'none (missing)'}, "
             f"expected {list(want)} for the model in config.json (latent_dim={k}, num_filters={f}, image_size={image_size})"
         )
-    model = SimpleVAE(K=k, num_filters=f, image_size=image_size)
+    model = build_model(model_cfg, image_size)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -262,3 +363,73 @@ def sample_run(run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path 
     set_seed(seed)
     plot_samples(generate_images(model, n_images=n), path, title=f"{n} samples from the prior (seed {seed})")
     return path
+
+
+def _run_config(run: Path) -> tuple[dict[str, Any], TrainConfig]:
+    meta = read_json(run / "config.json")
+    return meta, _config_section(run, meta, "train", TrainConfig)
+
+
+def _read_metrics(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "steps" in row and "train_elbo" in row:
+                rows.append(row)
+    return rows
+
+
+def eval_run(
+    run_dir: str | Path,
+    *,
+    k: int = 1000,
+    split: str = "test",
+    limit: int | None = None,
+    n_samples: int = 10,
+    batch_size: int = 500,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    save: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a trained run on its dataset's ``split`` (the first ``limit`` images, or all).
+
+    Returns ``vaekit.evaluate``'s numbers plus ``split``, ``seconds`` and ``note`` (what the
+    log-likelihood means), and with ``save`` writes them to ``RUN_DIR/eval_{split}.json``.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    run = Path(run_dir)
+    model, meta = load_run(run, device=device)
+    _, train_cfg = _run_config(run)
+    if model.decoder[3].weight.device.type in ("cpu", "cuda"):
+        model.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
+    data = load_dataset(train_cfg.dataset)
+    images = split_images(data, train_cfg, split)[:limit]
+    t0 = time.perf_counter()
+    result = evaluate(model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress)
+    result = {"split": split, **result, "seconds": time.perf_counter() - t0, "device": str(next(model.parameters()).device)}
+    result["note"] = LIKELIHOOD_NOTE
+    if save:
+        atomic_write_text(run / f"eval_{split}.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
+    """(Re)draw a finished run's figures and report from its files; returns the paths written."""
+    run = Path(run_dir)
+    model, _ = load_run(run, device=device)
+    _, train_cfg = _run_config(run)
+    data = load_dataset(train_cfg.dataset)
+    batch_elbos = None
+    if (run / CHECKPOINT).exists():
+        _, state, _ = load_checkpoint(run)
+        batch_elbos = state.elbos.tolist()
+    written = write_run_figures(model, data, train_cfg, run, _read_metrics(run), batch_elbos)
+    written.append(write_report(run))
+    return written

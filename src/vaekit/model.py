@@ -12,9 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .distributions import kl_q_p_exact, log_prob, rsample
+from .distributions import kl_diag_std_normal, kl_q_p_exact, log_bernoulli, log_prob, rsample, rsample_diag
 
-__all__ = ["SimpleVAE", "ELBOTerms", "generate_images"]
+__all__ = ["SimpleVAE", "ELBOTerms", "generate_images", "mean_image", "LIKELIHOODS", "POSTERIORS"]
+
+LIKELIHOODS = ("gaussian", "bernoulli")
+POSTERIORS = ("isotropic", "diagonal")
 
 
 class ELBOTerms(NamedTuple):
@@ -23,7 +26,7 @@ class ELBOTerms(NamedTuple):
     loss: Tensor  # [B] negative ELBO (minimize this)
     rec: Tensor  # [B] 1/N sum_i log p(x | z_i)
     kl: Tensor  # [B] KL(q(z|x) || N(0, I)), exact
-    log_sig_x: Tensor  # [] the decoder log std used
+    log_sig_x: Tensor  # [] the decoder log std used (Gaussian; the unused parameter for Bernoulli)
 
 
 class SimpleVAE(nn.Module):
@@ -33,17 +36,40 @@ class SimpleVAE(nn.Module):
     Decoder: Linear(K, flat) -> two 5x5 transposed convs -> the mean image.
     p(x|z) = N(decoder(z), sigma_x^2 I) with one learned ``log_sig_x`` for all pixels.
 
+    The defaults are the assignment's model. Two options go beyond it:
+
+    * ``likelihood="bernoulli"``: the decoder's output is read as logits and
+      p(x|z) = prod_d Bernoulli(x_d; sigmoid(logit_d)), for binary images (``log_sig_x``
+      is kept for a uniform interface but unused and frozen);
+    * ``posterior="diagonal"``: the encoder's last Linear gives 2K outputs, K means then
+      K log stds, one per latent dimension, instead of K+1.
+
     Args:
         K: latent dimensionality.
         num_filters: channels of the hidden conv layers.
         image_size: height and width of the (square, single-channel) images.
+        likelihood: "gaussian" (the assignment's) or "bernoulli".
+        posterior: "isotropic" (the assignment's) or "diagonal".
     """
 
-    def __init__(self, K: int = 2, num_filters: int = 32, image_size: int = 28):
+    def __init__(
+        self,
+        K: int = 2,
+        num_filters: int = 32,
+        image_size: int = 28,
+        likelihood: str = "gaussian",
+        posterior: str = "isotropic",
+    ):
         super().__init__()
         for name, value, low in (("K", K, 1), ("num_filters", num_filters, 1), ("image_size", image_size, 9)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
+        if posterior not in POSTERIORS:
+            raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, got {posterior!r}")
+        self.likelihood = likelihood
+        self.posterior = posterior
         self.K = K
         self.num_filters = num_filters
         self.image_size = image_size
@@ -57,7 +83,8 @@ class SimpleVAE(nn.Module):
             nn.Conv2d(num_filters, num_filters, kernel),  # [B, F, 20, 20]
             nn.ReLU(),
             nn.Flatten(),  # [B, F*20*20]
-            nn.Linear(flat, K + 1),  # [B, K+1]: K means, then one log std
+            # [B, K+1]: K means, then one log std (diagonal: [B, 2K], K means then K log stds)
+            nn.Linear(flat, K + 1 if posterior == "isotropic" else 2 * K),
         )
         self.decoder = nn.Sequential(
             nn.Linear(K, flat),  # [B*N, F*20*20]
@@ -67,8 +94,8 @@ class SimpleVAE(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(num_filters, 1, kernel),  # [B*N, 1, 28, 28]
         )
-        # one decoder log std for all pixels, as in the assignment
-        self.log_sig_x = nn.Parameter(torch.zeros(()))
+        # one decoder log std for all pixels, as in the assignment (unused by a Bernoulli decoder)
+        self.log_sig_x = nn.Parameter(torch.zeros(()), requires_grad=likelihood == "gaussian")
 
     # ------------------------------------------------------------------ pieces
 
@@ -79,12 +106,16 @@ class SimpleVAE(nn.Module):
             raise ValueError(f"x must be images of shape [B, 1, {s}, {s}], got {got}")
 
     def encode(self, x: Tensor) -> Tensor:
-        """Images [B, 1, H, W] -> posterior parameters [B, K+1]."""
+        """Images [B, 1, H, W] -> posterior parameters [B, K+1] (diagonal: [B, 2K])."""
         self._check_images(x)
         return self.encoder(x)
 
+    def split_posterior(self, phi: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder output -> means [B, K] and log stds [B, 1] (isotropic) or [B, K] (diagonal)."""
+        return phi[:, : self.K], phi[:, self.K :]  # [B, K], [B, 1] or [B, K]
+
     def decode(self, samples_z: Tensor) -> Tensor:
-        """Latents [B, N, K] -> decoded mean images [B, N, 1, H, W]."""
+        """Latents [B, N, K] -> decoder output [B, N, 1, H, W]: mean images (Gaussian) or logits (Bernoulli)."""
         if not isinstance(samples_z, Tensor) or samples_z.ndim != 3 or samples_z.shape[-1] != self.K:
             got = list(samples_z.shape) if isinstance(samples_z, Tensor) else type(samples_z).__name__
             raise ValueError(f"samples_z must have shape [B, N, K={self.K}], got {got}")
@@ -108,6 +139,13 @@ class SimpleVAE(nn.Module):
         bias = lin.bias.view(f, s * s).t().reshape(-1)  # [S*S*F]
         return F.linear(z, w, bias).view(-1, s, s, f).permute(0, 3, 1, 2)  # [B*N, F, S, S]
 
+    def log_px(self, x_flat: Tensor, out_flat: Tensor, log_sig_x: Tensor) -> Tensor:
+        """log p(x|z) [B, N] in nats for images x [B, N, D] and decoder outputs [B, N, D]."""
+        if self.likelihood == "bernoulli":
+            return log_bernoulli(x_flat, out_flat)  # [B, N]
+        b, n, _ = x_flat.shape
+        return log_prob(x_flat, out_flat, log_sig_x.to(x_flat.dtype).reshape(1, 1).expand(b, n))  # [B, N]
+
     # ------------------------------------------------------------------ the objective
 
     def elbo_terms(self, x: Tensor, n: int = 1, calibrated: bool = False) -> ELBOTerms:
@@ -115,24 +153,29 @@ class SimpleVAE(nn.Module):
 
         With ``calibrated=True`` the decoder std is set to its optimum for this batch,
         log sigma_x = 0.5 log(MSE) ("calibrated decoder", Rybkin et al. 2021), instead of
-        the learned ``log_sig_x``; the value used is returned in the terms.
+        the learned ``log_sig_x``; the value used is returned in the terms. A Bernoulli
+        decoder has no std, so ``calibrated`` does not apply to it and is ignored.
         """
         # under autocast the networks may run in bf16; the objective is computed in x's dtype
-        phi = self.encode(x).to(x.dtype)  # [B, K+1]
-        z = rsample(phi, n)  # [B, N, K]
-        mu_x = self.decode(z)  # [B, N, 1, H, W]
+        phi = self.encode(x).to(x.dtype)  # [B, K+1] (diagonal: [B, 2K])
+        if self.posterior == "isotropic":
+            z = rsample(phi, n)  # [B, N, K]
+            kl = kl_q_p_exact(phi, torch.zeros_like(phi))  # [B]
+        else:
+            mu_z, log_sig_z = self.split_posterior(phi)  # [B, K], [B, K]
+            z = rsample_diag(mu_z, log_sig_z, n)  # [B, N, K]
+            kl = kl_diag_std_normal(mu_z, log_sig_z).sum(dim=1)  # [B]
+        out = self.decode(z)  # [B, N, 1, H, W]
         b = x.shape[0]
         x_flat = x.reshape(b, 1, -1).expand(b, n, -1)  # [B, N, D]
-        mu_flat = mu_x.reshape(b, n, -1).to(x.dtype)  # [B, N, D]
-        if calibrated:
+        out_flat = out.reshape(b, n, -1).to(x.dtype)  # [B, N, D]
+        if calibrated and self.likelihood == "gaussian":
             # argmax_sigma of sum log N(x; mu, sigma^2): sigma^2 = mean squared error
-            mse = (x_flat - mu_flat).detach().pow(2).mean()
+            mse = (x_flat - out_flat).detach().pow(2).mean()
             log_sig_x = 0.5 * torch.log(mse.clamp_min(1e-12))
         else:
             log_sig_x = self.log_sig_x
-        log_px = log_prob(x_flat, mu_flat, log_sig_x.to(x.dtype).reshape(1, 1).expand(b, n))  # [B, N]
-        rec = log_px.mean(dim=1)  # [B]
-        kl = kl_q_p_exact(phi, torch.zeros_like(phi))  # [B]
+        rec = self.log_px(x_flat, out_flat, log_sig_x).mean(dim=1)  # [B]
         return ELBOTerms(loss=kl - rec, rec=rec, kl=kl, log_sig_x=log_sig_x.detach())
 
     def loss(self, x: Tensor, n: int = 1) -> Tensor:
@@ -149,12 +192,20 @@ class SimpleVAE(nn.Module):
 
     def forward(self, x: Tensor, n: int = 1) -> Tensor:
         """Mean reconstructions [B, N, 1, H, W] of x through n samples of z."""
-        return self.decode(rsample(self.encode(x), n))
+        mu_z, log_sig_z = self.split_posterior(self.encode(x))
+        return mean_image(self, rsample_diag(mu_z, log_sig_z, n))
+
+
+def mean_image(model: nn.Module, samples_z: Tensor) -> Tensor:
+    """E[x|z] [B, N, C, H, W] for latents [B, N, K] from any module with SimpleVAE's ``decode``
+    (the sigmoid of the logits when ``model.likelihood == "bernoulli"``)."""
+    out = model.decode(samples_z)
+    return torch.sigmoid(out) if getattr(model, "likelihood", "gaussian") == "bernoulli" else out
 
 
 @torch.no_grad()
 def generate_images(vae: SimpleVAE, K: int | None = None, n_images: int = 9) -> Tensor:
-    """Draw z ~ N(0, I) as randn(X, 1, K) and decode to mean images [X, 1, H, W].
+    """Draw z ~ N(0, I) as randn(X, 1, K) and decode to mean images [X, 1, H, W] (pixel probabilities for Bernoulli).
 
     ``K`` defaults to the model's latent size; a different value is an error.
     """
@@ -165,4 +216,4 @@ def generate_images(vae: SimpleVAE, K: int | None = None, n_images: int = 9) -> 
         raise ValueError(f"n_images must be an int >= 1, got {n_images!r}")
     param = next(vae.parameters())
     z = torch.randn(n_images, 1, k, device=param.device, dtype=param.dtype)  # [X, 1, K]
-    return vae.decode(z)[:, 0]  # [X, 1, H, W]
+    return mean_image(vae, z)[:, 0]  # [X, 1, H, W]

@@ -1,4 +1,5 @@
-"""Figures (PNG) that explain a VAE: ELBO curve, sample grids, KL error, rsample histograms.
+"""Figures (PNG) that explain a VAE: ELBO curve, sample grids, KL error, rsample histograms,
+reconstructions, the latent map, the latent scatter and interpolations.
 
 Uses matplotlib's object-oriented API with the Agg canvas, so importing vaekit never
 touches the global pyplot backend, and writes every PNG atomically.
@@ -11,14 +12,19 @@ import math
 import os
 from typing import Sequence
 
+import matplotlib
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from .checkpoint import atomic_write_bytes
 
-__all__ = ["save_figure", "image_grid", "plot_samples", "plot_elbo_curve", "plot_kl_error", "plot_rsample_hist"]
+__all__ = [
+    "save_figure", "image_grid", "plot_samples", "plot_elbo_curve", "plot_kl_error", "plot_rsample_hist",
+    "plot_reconstructions", "plot_latent_map", "plot_latent_scatter", "plot_interpolations",
+]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
@@ -76,7 +82,7 @@ def plot_elbo_curve(
         ex = [e["steps"] * scale for e in epochs]
         ax.plot(ex, [e["train_elbo"] for e in epochs], "o", color="tab:blue", label="train, epoch mean")
         if all("test_elbo" in e for e in epochs):
-            ax.plot(ex, [e["test_elbo"] for e in epochs], "s-", color="tab:orange", label="test (10k images)")
+            ax.plot(ex, [e["test_elbo"] for e in epochs], "s-", color="tab:orange", label="test, epoch end")
     if len(y):  # keep the first noisy steps from flattening the curve
         ax.set_ylim(np.percentile(y, 2) - 20, max(y.max(), *(e.get("test_elbo", -np.inf) for e in epochs)) + 20)
     ax.set_xlabel("epoch" if steps_per_epoch else "step")
@@ -122,3 +128,71 @@ def plot_rsample_hist(samples: Tensor, mu: Sequence[float], sigma: float, path: 
         ax.legend(fontsize=8)
     save_figure(fig, path)
 
+
+
+def plot_reconstructions(images: Tensor, recon: Tensor, path: str | os.PathLike, cols: int = 8) -> None:
+    """Images [M, 1, H, W] above their reconstructions [M, 1, H, W], in pairs of rows."""
+    if images.shape != recon.shape:
+        raise ValueError(f"images {list(images.shape)} and recon {list(recon.shape)} must have the same shape")
+    m = images.shape[0]
+    rows = []
+    for start in range(0, m, cols):
+        block = slice(start, min(start + cols, m))
+        rows += [images[block], recon[block]]
+        if rows[-1].shape[0] < cols:  # pad the last pair of rows with blank images
+            pad = images.new_ones(cols - rows[-1].shape[0], *images.shape[1:])
+            rows[-2], rows[-1] = torch.cat([rows[-2], pad]), torch.cat([rows[-1], pad])
+    grid = image_grid(torch.cat(rows), nrow=cols)
+    fig = Figure(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.5))
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title("test images (odd rows) and their reconstructions from E[z|x] (even rows)", fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_latent_map(images: Tensor, path: str | os.PathLike, what: str) -> None:
+    """An n x n grid of decoded images [n*n, 1, H, W] (row-major), titled with how z was chosen."""
+    n = int(round(math.sqrt(images.shape[0])))
+    grid = image_grid(images, nrow=n, pad=0)
+    fig = Figure(figsize=(6.5, 6.8))
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"latent map: decoded means for\n{what}", fontsize=9)
+    save_figure(fig, path)
+
+
+def plot_latent_scatter(
+    points: Tensor, labels: Tensor | None, path: str | os.PathLike, axes: tuple[str, str] = ("z[0]", "z[1]"), title: str = ""
+) -> None:
+    """Points [M, 2] (posterior means, or their PCA projection) coloured by integer label, with a legend."""
+    p = points.detach().double().cpu().numpy()
+    fig = Figure(figsize=(6.5, 5.6))
+    ax = fig.add_subplot()
+    if labels is None:
+        ax.scatter(p[:, 0], p[:, 1], s=3, alpha=0.5)
+    else:
+        lab = labels.cpu().numpy()
+        cmap = matplotlib.colormaps["tab10"]
+        for j, value in enumerate(np.unique(lab)):
+            sel = lab == value
+            ax.scatter(p[sel, 0], p[sel, 1], s=3, alpha=0.6, color=cmap(j % 10), label=str(value))
+        ax.legend(title="label", markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title or "test-set posterior means", fontsize=10)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def plot_interpolations(strips: Tensor, path: str | os.PathLike) -> None:
+    """Rows of images [P, T, 1, H, W]: each row decodes a straight line in latent space between two test images."""
+    p, t = strips.shape[:2]
+    grid = image_grid(strips.reshape(p * t, *strips.shape[2:]), nrow=t)
+    fig = Figure(figsize=(7, 7 * grid.shape[0] / grid.shape[1] + 0.5))
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title("interpolation between the posterior means of test-image pairs (left to right)", fontsize=9)
+    save_figure(fig, path)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import TrainConfig, resolve_device, validate
+from .data import binarize
 from .model import SimpleVAE
 
 __all__ = [
@@ -286,6 +287,8 @@ def fit(
     if device.type == "cpu":
         configure_threads()
     images = as_image_tensor(images, "images").to(device=device, dtype=torch.float32)
+    if cfg.binarize == "static":
+        images = binarize(images)  # one fixed draw (data.BINARIZE_SEED)
     n_img = images.shape[0]
     if cfg.batch_size > n_img:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {n_img} training images")
@@ -381,6 +384,8 @@ def fit(
                         g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, frac)
 
                 x = images.index_select(0, perm[i * bs : (i + 1) * bs])  # [B, 1, H, W]
+                if cfg.binarize == "dynamic":
+                    x = torch.bernoulli(x)  # a fresh binary image each time, from the global (checkpointed) RNG
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     terms = step_fn(x, cfg.samples, cfg.calibrated)
                 loss = terms.loss.float().mean()  # nats per image
@@ -418,7 +423,7 @@ def fit(
             done = elbos[epoch_first:step]
             stats = {
                 "train_elbo": done.mean().item() if len(done) else float("nan"),
-                "sigma_x": model.log_sig_x.exp().item(),
+                "sigma_x": model.log_sig_x.exp().item() if getattr(model, "likelihood", "gaussian") == "gaussian" else float("nan"),
                 "steps": step,
                 "skipped": skipped,
                 "seconds": time.perf_counter() - t_start,
@@ -484,5 +489,6 @@ def train_vae(
         device=device,
     )
     result = fit(model, as_image_tensor(dataset), cfg, progress=progress)
-    print(f"learned sigma_x = {model.log_sig_x.exp().item():.4f}")
+    if getattr(model, "likelihood", "gaussian") == "gaussian":
+        print(f"learned sigma_x = {model.log_sig_x.exp().item():.4f}")
     return result.batch_elbos

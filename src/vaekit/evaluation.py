@@ -1,0 +1,261 @@
+"""Evaluation: test ELBO, importance-sampled log-likelihood, latent diagnostics, the MC KL study.
+
+Every number is per image, in nats, with its standard error over images. Evaluation
+draws its samples of z from a forked RNG, so it neither depends on nor disturbs the
+training stream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, log_bernoulli, log_prob_diag, rsample
+from .model import SimpleVAE, mean_image
+
+__all__ = ["evaluate", "evaluate_elbo", "log_likelihood", "latent_stats", "kl_mc_error", "LIKELIHOOD_NOTE"]
+
+#: What the importance-sampled log-likelihood means, printed with it and in the report.
+LIKELIHOOD_NOTE = (
+    "log p(x) is estimated by importance sampling from q(z|x) (Burda et al. 2016): "
+    "log p(x) ~= logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k. It is a lower bound "
+    "in expectation that tightens as k grows, and is never below the ELBO on average. With a Gaussian "
+    "decoder it is the log of a probability *density* over pixel values in [0, 1], not of a probability: "
+    "it can be positive, bits/dim can be negative, and it is comparable only with models of the same data "
+    "scaling (not with the discrete NLLs of the literature, which use a Bernoulli decoder on binarized "
+    "images; train with --likelihood bernoulli --binarize dynamic for those)."
+)
+
+ACTIVE_THRESHOLD = 0.01  # a latent unit is active if Var_x E_q[z_u] > 0.01 (Burda et al. 2016)
+
+
+def _device_of(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    param = next(model.parameters())
+    return param.device, param.dtype
+
+
+def _posterior(model: nn.Module, phi: Tensor) -> tuple[Tensor, Tensor]:
+    """Encoder output -> means [B, K] and log stds [B, 1] (isotropic, [B, K+1]) or [B, K] (diagonal, [B, 2K])."""
+    if getattr(model, "posterior", "isotropic") == "diagonal":
+        k = phi.shape[1] // 2
+        return phi[:, :k], phi[:, k:]  # [B, K], [B, K]
+    return phi[:, :-1], phi[:, -1:]  # [B, K], [B, 1]
+
+
+def _log_px(model: nn.Module, x: Tensor, out: Tensor) -> Tensor:
+    """log p(x|z) [B, N] for images x [B, D] and decoder outputs [B, N, D], in x's dtype."""
+    x = x[:, None, :].expand_as(out)  # [B, N, D]
+    if getattr(model, "likelihood", "gaussian") == "bernoulli":
+        return log_bernoulli(x, out)  # [B, N]
+    log_sig_x = model.log_sig_x.detach().to(x.dtype).reshape(1, 1, 1)  # [1, 1, 1]
+    return log_prob_diag(x, out, log_sig_x)  # [B, N]
+
+
+def _blocks(m: int, size: int) -> Iterator[slice]:
+    for start in range(0, m, size):
+        yield slice(start, min(start + size, m))
+
+
+@torch.no_grad()
+def log_likelihood(
+    model: nn.Module, x: Tensor, k: int = 1000, *, seed: int | None = 0, max_decodes: int = 2048
+) -> Tensor:
+    """Importance-sampled log p(x) per image [B], in nats (float64), with exactly ``k`` samples.
+
+    log p(x) ~= logsumexp_{i=1..k} [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k,  z_i ~ q(z|x)
+
+    The log weights are formed and combined in float64 (a running logsumexp over chunks of
+    samples), so memory is bounded by ``max_decodes`` decoded images at a time, whatever k.
+
+    Args:
+        model: a SimpleVAE or any module with its interface: ``encoder(x) -> [B, K+1]``
+            (or ``[B, 2K]`` with ``posterior = "diagonal"``), ``decode(z [B, N, K]) ->
+            [B, N, C, H, W]``, a scalar ``log_sig_x`` (unless ``likelihood = "bernoulli"``,
+            whose decoder gives logits).
+        x: images [B, C, H, W].
+        k: number of importance samples per image (>= 1).
+        seed: seeds a forked RNG (the same seed gives the same estimate); None draws from
+            the global RNG.
+        max_decodes: images decoded at once (memory bound).
+
+    Returns:
+        [B] float64: the estimate of log p(x) for each image (see ``LIKELIHOOD_NOTE``).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1 (importance samples per image), got {k!r}")
+    if isinstance(max_decodes, bool) or not isinstance(max_decodes, int) or max_decodes < 1:
+        raise ValueError(f"max_decodes must be an int >= 1, got {max_decodes!r}")
+    if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point():
+        got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be floating-point images of shape [B, C, H, W], got {got}")
+    device, dtype = _device_of(model)
+    was_training = model.training
+    model.eval()
+    out: list[Tensor] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for rows in _blocks(x.shape[0], max_decodes):
+            xb = x[rows].to(device, dtype)  # [b, C, H, W]
+            b = xb.shape[0]
+            x64 = xb.reshape(b, -1).double()  # [b, D]
+            mu, log_sig = (t.double() for t in _posterior(model, model.encoder(xb)))  # [b, K], [b, 1 or K]
+            total = torch.full((b,), -math.inf, dtype=torch.float64, device=device)  # running logsumexp
+            chunk = max(1, max_decodes // b)
+            for start in range(0, k, chunk):
+                c = min(chunk, k - start)
+                eps = torch.randn(b, c, mu.shape[1], dtype=torch.float64, device=device)  # [b, c, K]
+                z = mu[:, None, :] + eps * log_sig.exp()[:, None, :]  # [b, c, K], z ~ q(z|x)
+                dec = model.decode(z.to(dtype)).reshape(b, c, -1).double()  # [b, c, D]
+                log_w = (
+                    _log_px(model, x64, dec)  # log p(x|z_i)
+                    + log_prob_diag(z, torch.zeros_like(z), torch.zeros_like(z[..., :1]))  # log p(z_i)
+                    - log_prob_diag(z, mu[:, None, :], log_sig[:, None, :])  # log q(z_i|x)
+                )  # [b, c]
+                total = torch.logaddexp(total, torch.logsumexp(log_w, dim=1))  # [b]
+            out.append(total - math.log(k))
+    model.train(was_training)
+    return torch.cat(out)  # [B]
+
+
+@torch.no_grad()
+def evaluate_elbo(
+    model: SimpleVAE, images: Tensor, n_samples: int = 10, batch_size: int = 500, seed: int = 0
+) -> dict[str, float]:
+    """ELBO of ``images`` [M, 1, H, W] under ``model`` with its current sigma_x.
+
+    Returns nats per image: ``elbo`` (higher is better) and its standard error
+    ``elbo_se``, the reconstruction term ``rec`` = E_q log p(x|z), and ``kl``.
+    """
+    if n_samples < 1 or batch_size < 1:
+        raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    devices = [param.device] if param.device.type == "cuda" else []
+    elbo, rec, kl = [], [], []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size].to(param.device, param.dtype)  # [b, 1, H, W]
+            terms = model.elbo_terms(x, n_samples)
+            elbo.append(-terms.loss.double())
+            rec.append(terms.rec.double())
+            kl.append(terms.kl.double())
+    model.train(was_training)
+    e = torch.cat(elbo)  # [M]
+    se = e.std().item() / math.sqrt(e.numel()) if e.numel() > 1 else float("nan")
+    return {
+        "elbo": e.mean().item(),
+        "elbo_se": se,
+        "rec": torch.cat(rec).mean().item(),
+        "kl": torch.cat(kl).mean().item(),
+    }
+
+
+def kl_mc_error(
+    num_samples: list[int], repeats: int = 10, batch: int = 100, K: int = 2, seed: int = 0
+) -> dict[str, list[float]]:
+    """Absolute error of the Monte-Carlo KL against the exact one, per sample count.
+
+    For ``batch`` random pairs (q, p) of K-dim isotropic Gaussians, each repeat draws
+    N samples of q and takes the mean over pairs of |KL_mc - KL_exact| (nats). Returns
+    the mean and standard deviation of that error over ``repeats`` repeats for each N.
+    """
+    g = torch.Generator().manual_seed(seed)
+    params_q = torch.randn(batch, K + 1, generator=g, dtype=torch.float64) * 0.5  # [B, K+1]
+    params_p = torch.randn(batch, K + 1, generator=g, dtype=torch.float64) * 0.5  # [B, K+1]
+    exact = kl_q_p_exact(params_q, params_p)  # [B]
+    mean, std = [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for n in num_samples:
+            errs = torch.stack(
+                [(kl_q_p_mc(rsample(params_q, n), params_q, params_p) - exact).abs().mean() for _ in range(repeats)]
+            )  # [repeats]
+            mean.append(errs.mean().item())
+            std.append(errs.std().item() if repeats > 1 else 0.0)
+    return {"num_samples": list(num_samples), "mean": mean, "std": std}
+
+
+@torch.no_grad()
+def latent_stats(model: nn.Module, images: Tensor, batch_size: int = 500) -> dict[str, Any]:
+    """Latent diagnostics over ``images`` [M, C, H, W].
+
+    Returns ``kl_per_dim`` (KL(q || N(0, I)) of each latent dimension, nats, mean over
+    images), ``posterior_mean_var`` (Var over images of E_q[z_u]), ``active_units`` (how
+    many have that variance > 0.01, Burda et al. 2016), ``recon_mse`` (mean squared error
+    per pixel of the reconstruction decoded from the posterior mean) and ``means``
+    (the posterior means [M, K], on the CPU).
+    """
+    device, dtype = _device_of(model)
+    was_training = model.training
+    model.eval()
+    means, kls, sq_err = [], [], 0.0
+    for rows in _blocks(images.shape[0], batch_size):
+        x = images[rows].to(device, dtype)  # [b, C, H, W]
+        mu, log_sig = _posterior(model, model.encoder(x))  # [b, K], [b, 1 or K]
+        kls.append(kl_diag_std_normal(mu.double(), log_sig.double()).sum(dim=0))  # [K]
+        recon = mean_image(model, mu[:, None, :])[:, 0]  # [b, C, H, W]
+        sq_err += (recon.double() - x.double()).pow(2).sum().item()
+        means.append(mu.double().cpu())
+    model.train(was_training)
+    m = torch.cat(means)  # [M, K]
+    var = m.var(dim=0) if m.shape[0] > 1 else torch.zeros(m.shape[1], dtype=m.dtype)  # [K]
+    return {
+        "kl_per_dim": (torch.stack(kls).sum(dim=0) / m.shape[0]).tolist(),
+        "posterior_mean_var": var.tolist(),
+        "active_units": int((var > ACTIVE_THRESHOLD).sum().item()),
+        "active_threshold": ACTIVE_THRESHOLD,
+        "recon_mse": sq_err / images[0].numel() / images.shape[0],
+        "means": m.float(),
+    }
+
+
+def _mean_se(values: Tensor) -> tuple[float, float]:
+    mean = values.mean().item()
+    se = values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else float("nan")
+    return mean, se
+
+
+def evaluate(
+    model: SimpleVAE,
+    images: Tensor,
+    *,
+    k: int = 1000,
+    n_samples: int = 10,
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Everything ``vaekit eval`` reports for ``images`` [M, 1, H, W], per image.
+
+    * ``elbo``, ``elbo_se``, ``rec``, ``kl``: the ELBO with ``n_samples`` samples of z (nats);
+    * ``log_likelihood``, ``log_likelihood_se``: importance-sampled log p(x) with exactly ``k``
+      samples (nats), ``bits_per_dim`` = -log p(x) / (D ln 2) and its ``bits_per_dim_se``
+      (see ``LIKELIHOOD_NOTE`` for what they mean with a Gaussian decoder);
+    * ``kl_per_dim``, ``posterior_mean_var``, ``active_units``, ``recon_mse``: latent diagnostics.
+    """
+    from tqdm.auto import tqdm
+
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must have shape [M, C, H, W] with M >= 1, got {list(images.shape)}")
+    m, d = images.shape[0], images[0].numel()
+    result: dict[str, Any] = {"n_images": m, "dims": d, "k": k, "n_samples": n_samples, "seed": seed}
+    result.update(evaluate_elbo(model, images, n_samples=n_samples, batch_size=batch_size, seed=seed))
+    ll_block = 100  # images per call (and progress tick); fixed, so the estimate does not depend on batch_size
+    lls = []
+    for rows in tqdm(list(_blocks(m, ll_block)), desc=f"log p(x), k={k}", disable=not progress, dynamic_ncols=True):
+        lls.append(log_likelihood(model, images[rows], k=k, seed=seed * 100_003 + rows.start))
+    ll = torch.cat(lls)  # [M] float64
+    result["log_likelihood"], result["log_likelihood_se"] = _mean_se(ll)
+    bpd = -ll / (d * math.log(2.0))  # [M] bits per dimension
+    result["bits_per_dim"], result["bits_per_dim_se"] = _mean_se(bpd)
+    stats = latent_stats(model, images, batch_size)
+    stats.pop("means")
+    result.update(stats)
+    result["likelihood"] = getattr(model, "likelihood", "gaussian")
+    return result

@@ -1,0 +1,128 @@
+"""Looking inside a trained VAE: reconstructions, the latent map, latent PCA, interpolations.
+
+Pure functions from a model and images to tensors; ``plots.py`` draws them. Every
+function runs without gradients, in eval mode, on the model's device, and returns CPU
+tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .model import mean_image
+
+__all__ = ["posterior_means", "reconstruct", "pca", "latent_grid", "interpolate"]
+
+
+def _device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+@torch.no_grad()
+def posterior_means(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
+    """E_q[z|x] for ``images`` [M, C, H, W] -> [M, K] (CPU, float32)."""
+    device, dtype = _device(model)
+    was_training = model.training
+    model.eval()
+    k = getattr(model, "K", None)
+    means = []
+    for start in range(0, images.shape[0], batch_size):
+        phi = model.encoder(images[start : start + batch_size].to(device, dtype))  # [b, K+1] or [b, 2K]
+        kk = k if k is not None else phi.shape[1] - 1
+        means.append(phi[:, :kk].float().cpu())  # [b, K]
+    model.train(was_training)
+    return torch.cat(means)  # [M, K]
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, images: Tensor) -> Tensor:
+    """Mean reconstructions decoded from the posterior means: [M, C, H, W] -> [M, C, H, W] (CPU)."""
+    device, dtype = _device(model)
+    was_training = model.training
+    model.eval()
+    z = posterior_means(model, images).to(device, dtype)  # [M, K]
+    recon = mean_image(model, z[:, None, :])[:, 0]  # [M, C, H, W]
+    model.train(was_training)
+    return recon.float().cpu()
+
+
+def pca(points: Tensor, n: int = 2) -> tuple[Tensor, Tensor, Tensor]:
+    """Principal directions of ``points`` [M, K]: (center [K], directions [n, K], std along each [n]).
+
+    Directions are unit vectors sorted by decreasing variance, each signed so that its
+    largest component is positive (a deterministic orientation). With K < n, the missing
+    directions are zero with zero spread.
+    """
+    x = points.double()
+    center = x.mean(dim=0)  # [K]
+    cov = (x - center).T @ (x - center) / max(1, x.shape[0] - 1)  # [K, K]
+    evals, evecs = torch.linalg.eigh(cov)  # ascending
+    order = torch.argsort(evals, descending=True)[:n]
+    dirs = evecs[:, order].T  # [n', K]
+    signs = torch.sign(dirs.gather(1, dirs.abs().argmax(dim=1, keepdim=True)))  # [n', 1]
+    dirs = dirs * torch.where(signs == 0, torch.ones_like(signs), signs)
+    std = evals[order].clamp_min(0).sqrt()  # [n']
+    if dirs.shape[0] < n:
+        dirs = torch.cat([dirs, torch.zeros(n - dirs.shape[0], x.shape[1], dtype=x.dtype)])
+        std = torch.cat([std, torch.zeros(n - std.shape[0], dtype=x.dtype)])
+    return center.float(), dirs.float(), std.float()
+
+
+@torch.no_grad()
+def latent_grid(model: nn.Module, n: int = 15, means: Tensor | None = None, span: float = 2.0) -> tuple[Tensor, str]:
+    """Decode an n x n grid of latent points: images [n*n, C, H, W] (row-major, top row first) and a description.
+
+    For K = 2 the grid covers the prior's quantiles 0.5/n ... 1 - 0.5/n in each dimension
+    (the "digit manifold": equal prior mass per cell). For K > 2 it spans +-``span``
+    standard deviations along the two principal directions of ``means`` (the posterior
+    means of a dataset, [M, K]), around their mean.
+    """
+    device, dtype = _device(model)
+    k = model.K
+    if k == 2 or means is None:
+        if k != 2:
+            raise ValueError(f"a latent map of a K={k} model needs the posterior means of a dataset (means=[M, {k}])")
+        q = torch.special.ndtri((torch.arange(n, dtype=torch.float64) + 0.5) / n)  # [n] prior quantiles
+        zx, zy = q, q.flip(0)  # top row = largest z_2
+        grid = torch.stack(torch.meshgrid(zy, zx, indexing="ij")[::-1], dim=-1).reshape(-1, 2)  # [n*n, 2]
+        what = f"z on the prior's quantiles {0.5 / n:.3g}..{1 - 0.5 / n:.3g} in each dimension"
+    else:
+        center, dirs, std = pca(means, 2)  # [K], [2, K], [2]
+        a = torch.linspace(-span, span, n, dtype=torch.float64)  # [n]
+        u, v = torch.meshgrid(a.flip(0), a, indexing="ij")  # [n, n] rows: PC2 decreasing, cols: PC1
+        grid = (
+            center.double()
+            + u.reshape(-1, 1) * std[1].double() * dirs[1].double()
+            + v.reshape(-1, 1) * std[0].double() * dirs[0].double()
+        )  # [n*n, K]
+        what = f"z on +-{span:g} std along the two principal directions of the test-set posterior means"
+    was_training = model.training
+    model.eval()
+    images = mean_image(model, grid.to(device, dtype)[:, None, :])[:, 0]  # [n*n, C, H, W]
+    model.train(was_training)
+    return images.float().cpu(), what
+
+
+@torch.no_grad()
+def interpolate(model: nn.Module, a: Tensor, b: Tensor, steps: int = 10) -> Tensor:
+    """Decode straight lines between the posterior means of image pairs.
+
+    ``a``, ``b``: images [P, C, H, W]. Returns [P, steps, C, H, W]: for each pair, the
+    images decoded from (1 - t) mu(a) + t mu(b), t = 0 ... 1.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {list(a.shape)} and {list(b.shape)}")
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    device, dtype = _device(model)
+    za = posterior_means(model, a).to(device, dtype)  # [P, K]
+    zb = posterior_means(model, b).to(device, dtype)  # [P, K]
+    t = torch.linspace(0, 1, steps, device=device, dtype=dtype)[None, :, None]  # [1, T, 1]
+    z = (1 - t) * za[:, None, :] + t * zb[:, None, :]  # [P, T, K]
+    was_training = model.training
+    model.eval()
+    images = mean_image(model, z)  # [P, T, C, H, W]
+    model.train(was_training)
+    return images.float().cpu()

@@ -1,0 +1,488 @@
+"""One self-contained HTML report of a run folder: ``vaekit report RUN_DIR`` -> ``RUN_DIR/report.html``.
+
+The report shows the run's configuration, dataset, device and time, the per-epoch metrics
+table, the evaluation (``eval_test.json`` / ``eval_train.json`` from ``vaekit eval``) and
+every PNG figure in the folder. Images are embedded as ``data:image/png;base64`` URIs and
+the styling is inline, so the file opens offline in any browser: it references no URL,
+loads no font and runs no script (a Content-Security-Policy forbids anything else).
+
+Every piece of text read from the run folder is HTML-escaped. Only ``config.json`` is
+required; a missing optional file is left out and a malformed one is reported in the page
+instead of stopping the report.
+
+    from vaekit.report import write_report
+    write_report("runs/mnist")  # -> Path("runs/mnist/report.html")
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .checkpoint import CheckpointError, atomic_write_text, read_json
+
+__all__ = ["build_report", "write_report", "REPORT_NAME", "FIGURES"]
+
+REPORT_NAME = "report.html"
+
+#: The figures vaekit writes, in report order: (file name, heading, one-line caption).
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("samples.png", "Samples from the prior",
+     "Images decoded from latent codes z ~ N(0, I) drawn from the prior, with the final weights."),
+    ("elbo_curve.png", "Training curve",
+     "ELBO in nats per image (higher is better): the training ELBO per minibatch, and the train and "
+     "test ELBO at the end of each epoch."),
+    ("reconstructions.png", "Reconstructions",
+     "16 test images (odd rows) above their mean reconstructions, decoded from the posterior mean E[z|x]."),
+    ("latent_map.png", "Latent map",
+     "Mean images decoded from a grid of latent points: for K=2 the prior's quantiles in each dimension "
+     "(the 'digit manifold'), for K>2 the two principal directions of the test-set posterior means."),
+    ("latent_scatter.png", "Latent scatter",
+     "Posterior means E[z|x] of the test images coloured by label (their PCA projection for K>2)."),
+    ("interpolations.png", "Interpolations",
+     "Images decoded along straight lines in the latent space between the codes of pairs of test images."),
+    ("kl_mc_vs_exact.png", "Monte-Carlo KL against the exact KL",
+     "Absolute error of the Monte-Carlo KL(q || p) estimate against the closed form as the number "
+     "of samples N grows; it falls like 1/sqrt(N)."),
+    ("rsample_hist.png", "Reparameterised samples",
+     "Histograms of z = mu + sigma * eps from rsample against the exact Gaussian density, per dimension."),
+)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_DASH = "\u2014"  # shown for a missing, None or non-finite value
+
+# the metrics.jsonl columns vaekit writes: key -> (heading, decimals or None for integers)
+_METRIC_COLUMNS: dict[str, tuple[str, int | None]] = {
+    "epoch": ("epoch", None),
+    "steps": ("steps", None),
+    "train_elbo": ("train ELBO", 1),
+    "test_elbo": ("test ELBO", 1),
+    "test_elbo_se": ("± SE", 2),
+    "test_rec": ("test E[log p(x|z)]", 1),
+    "test_kl": ("test KL", 2),
+    "sigma_x": ("σ_x", 4),
+    "skipped_nonfinite": ("skipped (non-finite)", None),
+    "seconds": ("time", None),
+}
+
+_CSS = """
+body { margin: 0; background: #f6f7f9; color: #1d2330;
+       font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1040px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
+h1 { font-size: 1.7em; margin: 0.2em 0 0.1em; word-break: break-all; }
+h2 { font-size: 1.3em; margin-top: 2em; padding-bottom: 0.2em; border-bottom: 2px solid #dde1e8; }
+h3 { font-size: 1.08em; margin: 1.4em 0 0.4em; }
+p.sub { color: #5a6272; margin-top: 0; }
+nav { font-size: 0.92em; margin: 0.8em 0 0; }
+nav a { margin-right: 1em; color: #2451a6; text-decoration: none; }
+table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.92em; }
+th, td { border: 1px solid #c9ced8; padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: #eef1f6; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.scroll { overflow-x: auto; }
+.tables { display: flex; flex-wrap: wrap; gap: 0 28px; }
+figure { margin: 1em 0 2em; }
+figure img { display: block; max-width: 100%; height: auto; border: 1px solid #dde1e8; }
+figcaption { color: #4a5262; font-size: 0.92em; margin-top: 0.4em; }
+.note { background: #f3f6fb; border-left: 4px solid #7a9cd6; padding: 8px 12px; }
+.warn { background: #fff6e5; border-left: 4px solid #e0a030; padding: 8px 12px; }
+code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em; }
+footer { margin-top: 3em; color: #7a8290; font-size: 0.85em; }
+"""
+
+# the page may show inline styles and data: images and nothing else: no scripts, no network
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _esc(value: Any) -> str:
+    """``str(value)`` escaped for HTML text and attribute values."""
+    return html.escape(str(value), quote=True)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+def _fmt_num(value: Any, decimals: int | None = 1) -> str:
+    """A number with ``decimals`` decimals (None: as an integer); a dash for None, NaN or inf."""
+    if value is None or (_is_number(value) and not math.isfinite(value)):
+        return _DASH
+    if not _is_number(value):
+        return str(value)
+    if decimals is None:
+        return f"{value:.0f}" if isinstance(value, float) else str(value)
+    return f"{value:.{decimals}f}"
+
+
+def _fmt_pm(value: Any, se: Any, decimals: int = 1, se_decimals: int = 2) -> str:
+    """``value ± se``, or just ``value`` when the standard error is missing."""
+    text = _fmt_num(value, decimals)
+    if text != _DASH and _finite(se):
+        text += f" ± {se:.{se_decimals}f}"
+    return text
+
+
+def _fmt_value(value: Any) -> str:
+    """A config value as text: floats in %g, booleans and lists as in JSON, None as a dash."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return _DASH
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, allow_nan=True)
+    return str(value)
+
+
+def _fmt_seconds(seconds: Any) -> str:
+    """A duration: ``42.0 s``, ``3 min 07 s`` or ``2 h 05 min``; a dash if unknown."""
+    if not _finite(seconds):
+        return _DASH
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        m, r = divmod(int(round(s)), 60)
+        return f"{m} min {r:02d} s"
+    h, r = divmod(int(round(s)), 3600)
+    return f"{h} h {r // 60:02d} min"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+# ---------------------------------------------------------------- HTML pieces
+
+
+def _table(header: Sequence[str] | None, rows: Iterable[Sequence[tuple[str, str]]]) -> str:
+    """A table of already-escaped cells; each cell is (html, kind): kind "num" (right-aligned), "th" or ""."""
+    out = ["<table>"]
+    if header:
+        out.append("<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>")
+    out.append("<tbody>")
+    for row in rows:
+        cells = []
+        for content, kind in row:
+            if kind == "th":
+                cells.append(f"<th>{content}</th>")
+            elif kind == "num":
+                cells.append(f'<td class="num">{content}</td>')
+            else:
+                cells.append(f"<td>{content}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _kv_table(items: Iterable[tuple[str, str]]) -> str:
+    """A two-column key/value table of plain text (escaped here)."""
+    return _table(None, ([(_esc(k), "th"), (_esc(v), "")] for k, v in items))
+
+
+def _warning(text: str) -> str:
+    return f'<p class="warn">{_esc(text)}</p>'
+
+
+# ---------------------------------------------------------------- reading the run folder
+
+
+def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The per-epoch rows of ``metrics.jsonl`` and a list of problems (malformed lines skipped)."""
+    if not path.is_file():
+        return [], []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        return [], [f"cannot read {path.name}: {e.strerror or e}"]
+    rows: list[dict[str, Any]] = []
+    bad: list[int] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(number)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad.append(number)
+    problems = []
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:10]) + (", …" if len(bad) > 10 else "")
+        problems.append(f"{path.name}: skipped {len(bad)} malformed line{'s' if len(bad) > 1 else ''} (line {shown}).")
+    return rows, problems
+
+
+def _read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """An eval_*.json file, or (None, problem) when it is malformed; (None, None) when absent."""
+    if not path.exists():
+        return None, None
+    try:
+        return read_json(path), None
+    except CheckpointError:
+        return None, f"{path.name} is not a readable JSON object; its evaluation is left out."
+
+
+def _png_files(run: Path) -> list[Path]:
+    """The PNG files of the run folder: vaekit's figures in report order, then the others by name."""
+    try:
+        found = {p.name: p for p in run.iterdir() if p.suffix.lower() == ".png" and p.is_file() and not p.name.startswith(".")}
+    except OSError:
+        return []
+    known = [found.pop(name) for name, _, _ in FIGURES if name in found]
+    return known + [found[name] for name in sorted(found)]
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _summary(run: Path, meta: dict[str, Any], rows: list[dict[str, Any]], evals: dict[str, dict[str, Any]]) -> str:
+    data, train = _dict(meta.get("data")), _dict(meta.get("train"))
+    dataset = data.get("name", train.get("dataset"))
+    items: list[tuple[str, str]] = [("run folder", str(run))]
+    if dataset is not None:
+        shape = ""
+        if data.get("image_size") is not None:
+            shape = f", {_fmt_value(data['image_size'])}×{_fmt_value(data['image_size'])} images"
+        counts = ""
+        if data.get("train_images") is not None or data.get("test_images") is not None:
+            counts = f" ({_fmt_value(data.get('train_images'))} train, {_fmt_value(data.get('test_images'))} test)"
+        items.append(("dataset", f"{_fmt_value(dataset)}{shape}{counts}"))
+    items.append(("device", _fmt_value(meta.get("device", train.get("device")))))
+    items.append(("created", _fmt_value(meta.get("created"))))
+    versions = [f"{name} {_fmt_value(meta[key])}" for name, key in
+                (("vaekit", "vaekit_version"), ("torch", "torch_version"), ("Python", "python_version")) if key in meta]
+    if versions:
+        items.append(("versions", ", ".join(versions)))
+    if rows:
+        last = rows[-1]
+        epochs = _fmt_value(last.get("epoch"))
+        if train.get("epochs") is not None:
+            epochs += f" of {_fmt_value(train['epochs'])}"
+        items.append(("epochs trained", epochs))
+        items.append(("training time", _fmt_seconds(last.get("seconds"))))
+        items.append(("final test ELBO", _fmt_pm(last.get("test_elbo"), last.get("test_elbo_se")) + " nats per image"))
+    else:
+        items.append(("training", "no per-epoch metrics (metrics.jsonl is missing or empty)"))
+    for split, ev in evals.items():
+        loglik = _fmt_pm(ev.get("log_likelihood"), ev.get("log_likelihood_se")) + " nats per image"
+        if _finite(ev.get("bits_per_dim")):
+            loglik += f" ({_fmt_pm(ev['bits_per_dim'], ev.get('bits_per_dim_se'), 4, 4)} bits/dim)"
+        items.append((f"log p(x), {split}", loglik))
+    return '<h2 id="summary">Summary</h2>' + _kv_table(items)
+
+
+def _config(meta: dict[str, Any]) -> str:
+    parts = ['<h2 id="config">Configuration</h2><div class="tables">']
+    for key, title in (("model", "Model"), ("train", "Training"), ("data", "Data")):
+        section = _dict(meta.get(key))
+        if section:
+            parts.append(f"<div><h3>{title}</h3>" + _kv_table((k, _fmt_value(v)) for k, v in section.items()) + "</div>")
+    known = {"model", "train", "data"}
+    other = [(k, _fmt_value(v)) for k, v in meta.items() if k not in known]
+    if other:
+        parts.append("<div><h3>Run</h3>" + _kv_table(other) + "</div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _metrics(rows: list[dict[str, Any]], problems: list[str]) -> str:
+    parts = ['<h2 id="metrics">Metrics per epoch</h2>']
+    parts.extend(_warning(p) for p in problems)
+    if not rows:
+        parts.append("<p>No per-epoch metrics.</p>")
+        return "".join(parts)
+    keys = [k for k in _METRIC_COLUMNS if any(k in r for r in rows)]
+    for row in rows:  # columns vaekit does not know yet, in first-seen order
+        for k in row:
+            if k not in keys:
+                keys.append(k)
+    header = [_esc(_METRIC_COLUMNS.get(k, (k,))[0]) for k in keys]
+    body = []
+    for row in rows:
+        cells = []
+        for k in keys:
+            value = row.get(k)
+            if k == "seconds":
+                text = _fmt_seconds(value)
+            elif k in _METRIC_COLUMNS:
+                text = _fmt_num(value, _METRIC_COLUMNS[k][1])
+            else:
+                text = _fmt_value(value)
+            cells.append((_esc(text), "num"))
+        body.append(cells)
+    parts.append('<p class="sub">ELBO, reconstruction term and KL in nats per image on the test set '
+                 "(± one standard error over images); time is cumulative training time.</p>")
+    parts.append('<div class="scroll">' + _table(header, body) + "</div>")
+    return "".join(parts)
+
+
+def _eval_block(split: str, ev: dict[str, Any]) -> str:
+    parts = [f"<h3>{_esc(split)} split</h3>"]
+    k = ev.get("k")
+    quantities = [
+        ("ELBO", _fmt_pm(ev.get("elbo"), ev.get("elbo_se")), "nats per image"),
+        ("reconstruction E[log p(x|z)]", _fmt_num(ev.get("rec"), 1), "nats per image"),
+        ("KL(q(z|x) || p(z))", _fmt_num(ev.get("kl"), 2), "nats per image"),
+        ("log p(x)" + (f" (importance sampled, k = {_fmt_value(k)})" if k is not None else ""),
+         _fmt_pm(ev.get("log_likelihood"), ev.get("log_likelihood_se")), "nats per image"),
+        ("bits per dimension", _fmt_pm(ev.get("bits_per_dim"), ev.get("bits_per_dim_se"), 4, 4), "bits"),
+        ("active units", _fmt_value(ev.get("active_units")) + (f" of {len(ev['kl_per_dim'])}" if isinstance(ev.get("kl_per_dim"), list) else ""),
+         f"Var[E q(z|x)] > {_fmt_value(ev.get('active_threshold'))}" if ev.get("active_threshold") is not None else ""),
+        ("reconstruction MSE", _fmt_num(ev.get("recon_mse"), 5), "per pixel"),
+    ]
+    rows = [[(_esc(name), "th"), (_esc(value), "num"), (_esc(unit), "")] for name, value, unit in quantities
+            if value != _DASH or name.startswith(("ELBO", "log p(x)"))]
+    parts.append(_table(["quantity", "value", "unit"], rows))
+
+    settings = [(key, _fmt_value(ev[key])) for key in ("n_images", "dims", "k", "n_samples", "seed", "likelihood") if key in ev]
+    if "seconds" in ev:
+        settings.append(("time", _fmt_seconds(ev["seconds"])))
+    if settings:
+        parts.append(_kv_table(settings))
+
+    kl = ev.get("kl_per_dim")
+    if isinstance(kl, list) and kl:
+        var = ev.get("posterior_mean_var")
+        var = var if isinstance(var, list) and len(var) == len(kl) else None
+        threshold = ev.get("active_threshold")
+        header = ["dim", "KL (nats)"] + (["Var[E q(z|x)]", "active"] if var is not None else [])
+        body = []
+        for i, value in enumerate(kl):
+            row = [(str(i), "num"), (_esc(_fmt_num(value, 3)), "num")]
+            if var is not None:
+                active = _DASH
+                if _finite(var[i]) and _finite(threshold):
+                    active = "yes" if var[i] > threshold else "no"
+                row += [(_esc(_fmt_num(var[i], 4)), "num"), (active, "")]
+            body.append(row)
+        parts.append("<h3>KL per latent dimension</h3>" + '<div class="scroll">' + _table(header, body) + "</div>")
+    if ev.get("note"):
+        parts.append(f'<p class="note">{_esc(ev["note"])}</p>')
+    return "".join(parts)
+
+
+def _evaluation(evals: dict[str, dict[str, Any]], problems: list[str]) -> str:
+    if not evals and not problems:
+        return ""
+    parts = ['<h2 id="evaluation">Evaluation</h2>']
+    parts.extend(_warning(p) for p in problems)
+    parts.extend(_eval_block(split, ev) for split, ev in evals.items())
+    return "".join(parts)
+
+
+def _figure(path: Path, heading: str, caption: str) -> str:
+    """One embedded figure; a warning instead if the file cannot be read or is not a PNG."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return f"<h3>{_esc(heading)}</h3>" + _warning(f"cannot read {path.name}: {e.strerror or e}")
+    if not data.startswith(_PNG_SIGNATURE):
+        return f"<h3>{_esc(heading)}</h3>" + _warning(f"{path.name} is not a PNG image; left out.")
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<figure><h3>{_esc(heading)}</h3><img src="{uri}" alt="{_esc(path.name)}">'
+            f"<figcaption>{_esc(caption)} <code>{_esc(path.name)}</code></figcaption></figure>")
+
+
+def _other_caption(name: str) -> str:
+    stem = Path(name).stem
+    if stem.startswith("samples_seed") and stem[len("samples_seed"):].isdigit():
+        return f"Images decoded from z ~ N(0, I) with seed {stem[len('samples_seed'):]} (vaekit sample)."
+    return "A further figure found in the run folder."
+
+
+def _figures(pngs: list[Path]) -> str:
+    known = {name: (heading, caption) for name, heading, caption in FIGURES}
+    main = [p for p in pngs if p.name in known]
+    other = [p for p in pngs if p.name not in known]
+    parts = []
+    if main:
+        parts.append('<h2 id="figures">Figures</h2>')
+        parts.extend(_figure(p, *known[p.name]) for p in main)
+    if other:
+        parts.append('<h2 id="other-figures">Other figures</h2>')
+        parts.extend(_figure(p, p.name, _other_caption(p.name)) for p in other)
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def build_report(run_dir: str | os.PathLike) -> str:
+    """The HTML text of the report of the run folder ``run_dir``.
+
+    Raises CheckpointError naming the folder if it is not a folder or has no config.json,
+    and naming config.json if that file is not a JSON object.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CheckpointError(f"run folder {run} does not exist or is not a folder")
+    if not (run / "config.json").is_file():
+        raise CheckpointError(f"{run} is not a vaekit run folder: it has no config.json")
+    meta = read_json(run / "config.json")
+    rows, metric_problems = _read_metrics(run / "metrics.jsonl")
+    evals: dict[str, dict[str, Any]] = {}
+    eval_problems: list[str] = []
+    for split in ("test", "train"):
+        ev, problem = _read_eval(run / f"eval_{split}.json")
+        if ev is not None:
+            evals[split] = ev
+        if problem:
+            eval_problems.append(problem)
+    pngs = _png_files(run)
+
+    name = run.resolve().name or str(run.resolve())
+    sections = [
+        _summary(run, meta, rows, evals),
+        _config(meta),
+        _metrics(rows, metric_problems),
+        _evaluation(evals, eval_problems),
+        _figures(pngs),
+    ]
+    nav = [("summary", "Summary"), ("config", "Configuration"), ("metrics", "Metrics")]
+    if evals or eval_problems:
+        nav.append(("evaluation", "Evaluation"))
+    if any(p.name in {n for n, _, _ in FIGURES} for p in pngs):
+        nav.append(("figures", "Figures"))
+    if any(p.name not in {n for n, _, _ in FIGURES} for p in pngs):
+        nav.append(("other-figures", "Other figures"))
+    nav_html = "<nav>" + "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in nav) + "</nav>"
+    version = _fmt_value(meta.get("vaekit_version", "?"))
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>vaekit report: {_esc(name)}</title>\n"
+        f"<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<h1>vaekit run: {_esc(name)}</h1>\n"
+        f'<p class="sub">A report of the run folder <code>{_esc(run)}</code>, written by vaekit.</p>\n'
+        f"{nav_html}\n"
+        + "\n".join(s for s in sections if s)
+        + f"\n<footer>vaekit {_esc(version)} — a self-contained report: every image is embedded, "
+        "nothing is loaded from the network.</footer>\n</main>\n</body>\n</html>\n"
+    )
+
+
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``) atomically; returns its path."""
+    text = build_report(run_dir)
+    path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    atomic_write_text(path, text)
+    return path
