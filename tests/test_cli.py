@@ -148,3 +148,89 @@ def test_time_budget_without_epochs_trains_until_the_budget(tmp_path, seen):
     assert seen["cfg"].time_budget == 2.5 and seen["cfg"].epochs == 1000
     assert main(["train", "--time-budget", "2.5", "--epochs", "3", "--out", str(tmp_path / "b")]) == 0
     assert seen["cfg"].epochs == 3
+
+
+# ----------------------------------------------------------------------------- #4: eval, figures, report
+
+
+@pytest.fixture(scope="module")
+def bernoulli_run(tmp_path_factory, tiny_dataset_dir):
+    """A Bernoulli / dynamically binarized / diagonal-posterior run with K=3 (the PCA paths of the figures)."""
+    out = tmp_path_factory.mktemp("runs") / "bernoulli"
+    args = [
+        "train", "--dataset", str(tiny_dataset_dir), "--likelihood", "bernoulli", "--binarize", "dynamic",
+        "--posterior", "diagonal", "--latent-dim", "3", "--num-filters", "4", "--epochs", "2", "--batch-size", "64",
+        "--eval-samples", "2", "--seed", "3", "--no-progress", "--out", str(out),
+    ]
+    assert main(args) == 0
+    return out
+
+
+def test_a_bernoulli_diagonal_run_writes_every_figure_and_the_report(bernoulli_run):
+    for name in RUN_FILES:
+        assert (bernoulli_run / name).is_file(), name
+    for name in ("reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png"):
+        assert (bernoulli_run / name).read_bytes()[:8] == PNG_MAGIC
+    rows = [json.loads(line) for line in (bernoulli_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["sigma_x"] is None for r in rows)  # no sigma_x for a Bernoulli decoder
+    # a Bernoulli log-likelihood of binary images is a log-probability: negative
+    assert all(r["test_elbo"] < 0 for r in rows)
+    model, meta = load_run(bernoulli_run)
+    assert (model.likelihood, model.posterior, model.K) == ("bernoulli", "diagonal", 3)
+    assert model.encoder[5].out_features == 6
+    html = (bernoulli_run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 6
+
+
+def test_eval_json_numbers_and_file(bernoulli_run, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(bernoulli_run), "--k", "7", "--limit", "10", "--samples", "3", "--json", "--no-progress"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r == json.loads((bernoulli_run / "eval_test.json").read_text())
+    assert (r["split"], r["n_images"], r["k"], r["n_samples"], r["dims"]) == ("test", 10, 7, 3, 784)
+    assert len(r["kl_per_dim"]) == 3 and 0 <= r["active_units"] <= 3
+    # a log-probability of binary images: log p(x) <= 0, and bits/dim in (0, ~1]
+    assert r["log_likelihood"] < 0 and r["bits_per_dim"] > 0
+    assert r["log_likelihood"] >= r["elbo"] - 3 * r["elbo_se"]
+    assert "density" in r["note"]
+    # the same evaluation from Python, independently: vaekit.evaluate on the binarized test images
+    from vaekit import binarize, evaluate, load_dataset
+
+    model, meta = load_run(bernoulli_run)
+    images = binarize(load_dataset(meta["train"]["dataset"]).test_images)[:10]
+    again = evaluate(model, images, k=7, n_samples=3, seed=0)
+    assert again["log_likelihood"] == pytest.approx(r["log_likelihood"], rel=1e-5)
+    assert again["elbo"] == pytest.approx(r["elbo"], rel=1e-5)
+
+
+def test_eval_prints_a_readable_summary(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--k", "3", "--limit", "5", "--samples", "1", "--no-progress", "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("train split, 5 images", "log p(x) (k=3)", "bits/dim", "active units", "note:", "eval_train.json"):
+        assert needle in out, needle
+    assert (run_dir / "eval_train.json").is_file()
+
+
+def test_eval_refuses_bad_k(run_dir, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", str(run_dir), "--k", "0"])
+    assert "--k: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_figures_of_a_run_redraws_everything_and_the_report(run_dir, tmp_path):
+    for name in ("latent_map.png", "report.html"):
+        (run_dir / name).unlink()
+    assert main(["figures", str(run_dir)]) == 0
+    for name in ("latent_map.png", "kl_mc_vs_exact.png", "rsample_hist.png", "report.html"):
+        assert (run_dir / name).is_file(), name
+    html = (run_dir / "report.html").read_text()
+    assert "kl_mc_vs_exact.png" in html or "Monte-Carlo KL" in html
+
+
+def test_report_command(run_dir, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert out.read_text().startswith("<!DOCTYPE html>") or "<html" in out.read_text()[:200]
+    assert main(["report", str(tmp_path / "missing")]) == 2

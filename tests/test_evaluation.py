@@ -1,0 +1,251 @@
+"""The importance-sampled log-likelihood and the evaluation numbers, against known answers.
+
+The reference is a linear-Gaussian model, x = W z + b + sigma * noise with z ~ N(0, I),
+whose marginal p(x) = N(b, W W^T + sigma^2 I) is known in closed form (computed here with
+torch.distributions.MultivariateNormal), as are its exact posterior and any ELBO.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_divergence
+
+from vaekit import SimpleVAE, evaluate, latent_stats, log_likelihood
+from vaekit.evaluation import LIKELIHOOD_NOTE
+
+D_SHAPE = (1, 2, 3)  # images [C, H, W], D = 6
+D = 6
+
+
+class LinearGaussian(nn.Module):
+    """decode(z) = W z + b; p(x|z) = N(W z + b, sigma^2 I); q(z|x) = N(A (x - b) + c, s^2 [I])."""
+
+    def __init__(self, W, b, log_sigma, A, c, log_s, posterior="isotropic"):
+        super().__init__()
+        self.W, self.b, self.A, self.c = W, b, A, c
+        self.log_sig_x = nn.Parameter(torch.tensor(float(log_sigma), dtype=torch.float64))
+        self.log_s = log_s  # [1] (isotropic) or [K] (diagonal)
+        self.posterior = posterior
+        self.K = W.shape[1]
+
+    def encoder(self, x):  # [B, C, H, W] -> [B, K+1] or [B, 2K]
+        flat = x.reshape(x.shape[0], -1)
+        mu = (flat - self.b) @ self.A.T + self.c  # [B, K]
+        return torch.cat([mu, self.log_s.expand(x.shape[0], -1)], dim=1)
+
+    def decode(self, z):  # [B, N, K] -> [B, N, C, H, W]
+        return (z @ self.W.T + self.b).reshape(*z.shape[:2], *D_SHAPE)
+
+
+def _exact_log_px(model, x):
+    sigma2 = model.log_sig_x.exp().item() ** 2
+    cov = model.W @ model.W.T + sigma2 * torch.eye(D, dtype=torch.float64)
+    return MultivariateNormal(model.b, covariance_matrix=cov).log_prob(x.reshape(x.shape[0], -1))  # [B]
+
+
+def _exact_elbo(model, x):
+    """E_q log N(x; Wz + b, sigma^2 I) - KL(q || N(0, I)), both in closed form."""
+    flat = x.reshape(x.shape[0], -1)
+    phi = model.encoder(x)
+    k = model.K
+    mu, log_s = phi[:, :k], phi[:, k:].expand(-1, k)  # [B, K], [B, K]
+    s2 = torch.exp(2 * log_s)
+    sigma2 = model.log_sig_x.exp() ** 2
+    resid = flat - mu @ model.W.T - model.b  # [B, D]
+    trace = (s2 * (model.W**2).sum(dim=0)).sum(dim=1)  # tr(W diag(s^2) W^T)
+    rec = -0.5 * D * torch.log(2 * math.pi * sigma2) - (resid.pow(2).sum(dim=1) + trace) / (2 * sigma2)
+    kl = kl_divergence(Normal(mu, s2.sqrt()), Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(dim=1)
+    return rec - kl
+
+
+def _orthogonal_model(norms, sigma=0.5, posterior="isotropic", seed=0):
+    """W with orthogonal columns of the given norms; q set to the exact posterior."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(norms)
+    Q, _ = torch.linalg.qr(torch.randn(D, k, generator=g, dtype=torch.float64))
+    W = Q * torch.tensor(norms, dtype=torch.float64)  # [D, K], W^T W = diag(norms^2)
+    b = torch.randn(D, generator=g, dtype=torch.float64)
+    lam = 1 + torch.tensor(norms, dtype=torch.float64) ** 2 / sigma**2  # posterior precisions
+    A = (W / (sigma**2 * lam)).T  # posterior mean = diag(1/lam) W^T (x - b) / sigma^2
+    log_s = -0.5 * torch.log(lam)
+    if posterior == "isotropic":
+        assert torch.allclose(log_s, log_s[:1])
+        log_s = log_s[:1]
+    return LinearGaussian(W, b, math.log(sigma), A, torch.zeros(k, dtype=torch.float64), log_s, posterior)
+
+
+def _data(model, n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, model.K, generator=g, dtype=torch.float64)
+    noise = torch.randn(n, D, generator=g, dtype=torch.float64) * model.log_sig_x.exp().item()
+    return (z @ model.W.T + model.b + noise).reshape(n, *D_SHAPE)
+
+
+@pytest.mark.parametrize("posterior, norms", [("isotropic", [1.5, 1.5]), ("diagonal", [0.5, 2.0, 1.0])])
+@pytest.mark.parametrize("k", [1, 7, 100])
+def test_exact_posterior_gives_the_exact_log_likelihood_at_any_k(posterior, norms, k):
+    # with q(z|x) = p(z|x) every importance weight equals p(x): the estimator is exact
+    model = _orthogonal_model(norms, posterior=posterior)
+    x = _data(model, 20)
+    got = log_likelihood(model, x, k=k, max_decodes=13)
+    assert got.dtype == torch.float64 and got.shape == (20,)
+    torch.testing.assert_close(got, _exact_log_px(model, x), rtol=0, atol=1e-9)
+
+
+def _approximate_model(seed=0):
+    """Non-orthogonal W and a deliberately imperfect isotropic q."""
+    g = torch.Generator().manual_seed(seed)
+    k = 2
+    W = torch.randn(D, k, generator=g, dtype=torch.float64)
+    b = torch.randn(D, generator=g, dtype=torch.float64)
+    sigma = 0.7
+    # the exact posterior mean map, then spoiled, with a too-small std
+    prec = torch.eye(k, dtype=torch.float64) + W.T @ W / sigma**2
+    A = torch.linalg.solve(prec, W.T) / sigma**2 * 0.9
+    log_s = torch.tensor([-0.5 * math.log(prec.diagonal().max().item())], dtype=torch.float64)
+    return LinearGaussian(W, b, math.log(sigma), A, torch.full((k,), 0.1, dtype=torch.float64), log_s)
+
+
+def test_estimate_approaches_the_closed_form_as_k_grows_and_stays_above_the_elbo():
+    model = _approximate_model()
+    x = _data(model, 200)
+    exact = _exact_log_px(model, x)  # [B]
+    elbo = _exact_elbo(model, x)  # [B]
+    gap = (exact - elbo).mean().item()
+    assert gap > 0.2  # the check below would be empty with a near-perfect q
+    errors = {}
+    for k in (1, 10, 100, 2000):
+        est = log_likelihood(model, x, k=k, seed=1000 + k)  # not the seed that drew the data
+        errors[k] = (exact - est).mean().item()  # Jensen: E[estimate] <= log p(x)
+        se = (exact - est).std().item() / math.sqrt(len(x))
+        # never below the ELBO on average (k=1 *is* an unbiased ELBO estimate)
+        assert est.mean().item() >= elbo.mean().item() - 4 * se - 1e-9, k
+    assert abs(errors[1] - gap) < 0.15 * gap  # k=1 estimates the ELBO
+    assert errors[1] > errors[10] > errors[100] > errors[2000] > -0.01
+    assert errors[2000] < 0.05 * gap
+
+
+def test_uses_exactly_k_samples_in_bounded_chunks():
+    model = _orthogonal_model([1.0, 1.0])
+    calls = []
+    decode = model.decode
+    model.decode = lambda z: (calls.append(tuple(z.shape)), decode(z))[1]
+    x = _data(model, 5)
+    log_likelihood(model, x, k=1003, max_decodes=64)
+    assert sum(b * n for b, n, _ in calls) == 5 * 1003
+    assert max(b * n for b, n, _ in calls) <= 64
+    calls.clear()
+    log_likelihood(model, _data(model, 150), k=3, max_decodes=64)  # more images than max_decodes
+    assert sum(b * n for b, n, _ in calls) == 150 * 3 and max(b * n for b, n, _ in calls) <= 64
+
+
+def test_seeded_estimates_repeat_and_do_not_touch_the_global_rng():
+    model = _approximate_model()
+    x = _data(model, 10)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a = log_likelihood(model, x, k=50, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a, log_likelihood(model, x, k=50, seed=3))
+    assert not torch.equal(a, log_likelihood(model, x, k=50, seed=4))
+
+
+def test_bernoulli_log_likelihood_matches_numerical_integration():
+    # K=1 latent, logits = w z + c: p(x) = int prod_d Bern(x_d; sigmoid(w_d z + c_d)) N(z) dz by quadrature
+    torch.manual_seed(0)
+    w = torch.randn(D, dtype=torch.float64) * 2
+    c = torch.randn(D, dtype=torch.float64)
+
+    class BernoulliLinear(nn.Module):
+        likelihood = "bernoulli"
+        K = 1
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+        def encoder(self, x):  # a crude q: N(0.3 * sum(x) - 0.9, 0.8^2)
+            flat = x.reshape(x.shape[0], -1)
+            return torch.stack([0.3 * flat.sum(1) - 0.9, torch.full_like(flat[:, 0], math.log(0.8))], dim=1)
+
+        def decode(self, z):
+            return (z * w + c).reshape(*z.shape[:2], *D_SHAPE)
+
+    model = BernoulliLinear()
+    x = torch.bernoulli(torch.full((8, *D_SHAPE), 0.5, dtype=torch.float64), generator=torch.Generator().manual_seed(2))
+    z = torch.linspace(-12, 12, 48001, dtype=torch.float64)  # quadrature grid
+    log_lik = Bernoulli(logits=z[:, None] * w + c).log_prob(x.reshape(8, 1, D)).sum(-1)  # [8, G]
+    log_prior = Normal(0.0, 1.0).log_prob(z)
+    exact = torch.logsumexp(log_lik + log_prior, dim=1) + math.log(z[1] - z[0])  # [8]
+    est = log_likelihood(model, x, k=20000, seed=0)
+    torch.testing.assert_close(est, exact, rtol=0, atol=0.05)  # values are about -4; the IS error ~ 0.01-0.03 here
+
+
+def test_bad_arguments_are_named():
+    model = _orthogonal_model([1.0, 1.0])
+    x = _data(model, 3)
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
+        log_likelihood(model, x, k=0)
+    with pytest.raises(ValueError, match="max_decodes"):
+        log_likelihood(model, x, k=5, max_decodes=0)
+    with pytest.raises(ValueError, match=r"x must be .*\[B, C, H, W\], got \[3, 6\]"):
+        log_likelihood(model, x.reshape(3, 6), k=5)
+
+
+# ----------------------------------------------------------------------------- evaluate() on a SimpleVAE
+
+
+@pytest.fixture(scope="module")
+def small_vae_and_images():
+    torch.manual_seed(0)
+    model = SimpleVAE(K=3, num_filters=4, posterior="diagonal")
+    with torch.no_grad():  # spread the posterior means so that some units are active, one not
+        last = model.encoder[5]
+        last.weight.mul_(torch.tensor([30.0, 0.01, 5.0, 1, 1, 1])[:, None])
+    images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    return model, images
+
+
+def test_evaluate_reports_consistent_numbers(small_vae_and_images):
+    model, images = small_vae_and_images
+    r = evaluate(model, images, k=20, n_samples=5, batch_size=16, seed=0)
+    assert r["n_images"] == 40 and r["dims"] == 784 and r["k"] == 20
+    # bits/dim is -log p(x) / (D ln 2), image by image
+    assert r["bits_per_dim"] == pytest.approx(-r["log_likelihood"] / (784 * math.log(2)), rel=1e-9)
+    # log p(x) estimate >= the ELBO on average
+    assert r["log_likelihood"] > r["elbo"] - 3 * r["elbo_se"]
+    # latent diagnostics by brute force, one image at a time, with torch.distributions
+    mus, kls, sq = [], [], 0.0
+    with torch.no_grad():
+        for x in images:
+            phi = model.encoder(x[None])[0]
+            mu, sigma = phi[:3].double(), phi[3:].double().exp()
+            mus.append(mu)
+            kls.append(kl_divergence(Normal(mu, sigma), Normal(torch.zeros(3, dtype=torch.float64), 1.0)))
+            recon = model.decode(phi[None, None, :3])[0, 0]
+            sq += ((recon.double() - x.double()) ** 2).mean().item()
+    mus = torch.stack(mus)
+    var = [statistics.variance(mus[:, j].tolist()) for j in range(3)]
+    assert r["posterior_mean_var"] == pytest.approx(var, rel=1e-6)
+    assert r["active_units"] == sum(v > 0.01 for v in var)
+    assert 0 < r["active_units"] < 3  # the fixture makes the check meaningful
+    assert r["kl_per_dim"] == pytest.approx(torch.stack(kls).mean(0).tolist(), rel=1e-5)
+    assert sum(r["kl_per_dim"]) == pytest.approx(r["kl"], rel=1e-5)
+    assert r["recon_mse"] == pytest.approx(sq / len(images), rel=1e-5)
+
+
+def test_latent_stats_returns_the_means(small_vae_and_images):
+    model, images = small_vae_and_images
+    stats = latent_stats(model, images, batch_size=7)
+    with torch.no_grad():
+        torch.testing.assert_close(stats["means"], model.encoder(images)[:, :3].float(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_note_says_what_the_number_means():
+    for phrase in ("density", "not of a probability", "bits/dim", "Bernoulli", "k grows"):
+        assert phrase in LIKELIHOOD_NOTE
