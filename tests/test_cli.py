@@ -234,3 +234,20 @@ def test_report_command(run_dir, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
     assert out.read_text().startswith("<!DOCTYPE html>") or "<html" in out.read_text()[:200]
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_tensorboard_logs_scalars_and_samples(tmp_path, tiny_dataset_dir):
+    pytest.importorskip("tensorboard", reason="--tensorboard needs the optional tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    args = ["train", "--dataset", str(tiny_dataset_dir), "--epochs", "2", "--batch-size", "128", "--num-filters", "4",
+            "--eval-samples", "1", "--no-progress", "--tensorboard", "--out", str(out)]
+    assert main(args) == 0
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    test_elbo = acc.Scalars("elbo/test_elbo")
+    assert [e.step for e in test_elbo] == [1, 2]
+    assert [e.value for e in test_elbo] == pytest.approx([r["test_elbo"] for r in rows], rel=1e-5)
+    assert [e.step for e in acc.Images("samples")] == [1, 2]

@@ -18,3 +18,6 @@ def test_readme_python_example_runs(capsys):
     assert torch.isfinite(torch.tensor(namespace["elbos"])).all()
     out = capsys.readouterr().out
     assert "torch.Size([60000, 1, 28, 28])" in out and "ELBO of the last batch" in out
+    assert namespace["ll"].shape == (100,) and namespace["ll"].dtype == torch.float64
+    assert namespace["result"]["log_likelihood"] >= namespace["result"]["elbo"] - 3 * namespace["result"]["elbo_se"]
+    assert "active units" in out
