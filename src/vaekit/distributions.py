@@ -369,4 +369,7 @@ def log_bernoulli(x: Tensor, logits: Tensor) -> Tensor:
         ok = False
     if not ok:
         raise ValueError(f"logits {_shape(logits)} must broadcast to x {_shape(x)}")
-    return (x * logits - torch.nn.functional.softplus(logits)).sum(dim=-1)
+    softplus = torch.nn.functional.softplus
+    # x l - softplus(l) = -(x softplus(-l) + (1 - x) softplus(l)); this form keeps its relative
+    # accuracy for confident predictions (softplus(-l) ~ exp(-l) instead of l - l)
+    return -(x * softplus(-logits) + (1.0 - x) * softplus(logits)).sum(dim=-1)
