@@ -3,6 +3,10 @@
 The flags of ``vaekit train`` are derived from ``ModelConfig`` and ``TrainConfig``:
 one flag per field, checked against the field's metadata by argparse itself.
 A preset fills in defaults; flags given on the command line override it.
+
+Data-parallel training: ``torchrun --nproc-per-node N -m vaekit train ...`` (each process
+joins the process group from torchrun's environment), or ``vaekit train --distributed``,
+which re-launches the same command line through ``python -m torch.distributed.run``.
 """
 
 from __future__ import annotations
@@ -91,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder to write (default: runs/run-YYYYmmdd-HHMMSS)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if it exists and is not empty")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument(
+        "--distributed", action="store_true",
+        help="train data-parallel on this machine: re-launch through torchrun (--standalone) with --nproc-per-node "
+        "processes; --batch-size is per process. Ignored when already started by torchrun",
+    )
+    p.add_argument(
+        "--nproc-per-node", type=_checked(int, {"min": 1}), default=None, metavar="N",
+        help="processes for --distributed (default: the number of CUDA GPUs, or 2 without CUDA or with --device cpu)",
+    )
     add_config_flags(p, ModelConfig, "model")
     add_config_flags(p, TrainConfig, "training")
 
@@ -146,11 +159,58 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- commands
 
 
+def default_nproc(device: str | None) -> int:
+    """Processes for ``--distributed``: one per CUDA GPU, else 2 (CPU: each gets half the cores)."""
+    import torch
+
+    kind = (device or "auto").split(":")[0]
+    if kind in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 2
+
+
+def relaunch_command(argv: Sequence[str], nproc: int) -> list[str]:
+    """The torchrun command that runs ``vaekit <argv>`` on ``nproc`` processes of this machine.
+
+    ``argv`` is passed unchanged: under torchrun, ``--distributed`` is ignored.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vaekit", *argv]
+
+
+def _saved_device(run: Path) -> str:
+    """The device in a run folder's config.json ("auto" if unreadable: resume reports that properly)."""
+    try:
+        device = json.loads((run / "config.json").read_text())["train"]["device"]
+        return device if isinstance(device, str) else "auto"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "auto"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    if args.nproc_per_node is not None and not args.distributed:
+        raise ValueError(f"--nproc-per-node {args.nproc_per_node} is only used with --distributed")
+    device = args.device or (_saved_device(args.resume) if args.resume is not None else None)
+    if args.distributed and not distributed.launched_by_torchrun():
+        if (device or "").startswith("mps"):
+            raise ValueError("--distributed cannot train on device 'mps' (torch.distributed has no MPS backend); use --device cpu or cuda")
+        cmd = relaunch_command(args.argv, args.nproc_per_node or default_nproc(device))
+        print(f"vaekit train: launching {' '.join(cmd[1:])}", flush=True)
+        sys.stdout.flush()
+        os.execv(cmd[0], cmd)  # the process becomes torchrun: signals and the exit status are its own
+    with distributed.session(device or "auto"):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .config import PRESETS, ModelConfig, TrainConfig
     from .experiment import train_run
     from .train import TrainingInterrupted
 
+    main = distributed.is_main()
+    info = distributed.current()
     if args.resume is not None:
         overridable = {"device"}  # where to continue may change; what to train may not
         given = [
@@ -163,7 +223,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if given:
             raise ValueError(f"--resume continues a run with its saved config; it cannot be combined with {', '.join(given)}")
         out = args.resume
-        print(f"vaekit train: resuming {out}", flush=True)
+        if main:
+            print(f"vaekit train: resuming {out}", flush=True)
         model_cfg = train_cfg = None
     else:
         preset = args.preset or "quick"
@@ -172,7 +233,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if train_cfg.time_budget is not None and args.epochs is None:
             train_cfg.epochs = UNTIL_BUDGET  # the budget decides when to stop
         out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-        print(f"vaekit train: preset {preset}, {json.dumps(dataclasses.asdict(train_cfg))}", flush=True)
+        if main:
+            where = f"; {info.world_size} processes ({info.backend}), global batch {train_cfg.batch_size * info.world_size}" if info else ""
+            print(f"vaekit train: preset {preset}, {json.dumps(dataclasses.asdict(train_cfg))}{where}", flush=True)
     t0 = time.perf_counter()
     try:
         run = train_run(
@@ -180,8 +243,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume is not None, device=args.device,
         )
     except TrainingInterrupted as e:
-        print(f"vaekit train: interrupted ({e}); checkpoint saved. Resume with: vaekit train --resume {out}", file=sys.stderr)
+        if main:
+            how = f"torchrun --nproc-per-node={info.world_size} -m vaekit train --resume {out}" if info else f"vaekit train --resume {out}"
+            print(f"vaekit train: interrupted ({e}); checkpoint saved. Resume with: {how}", file=sys.stderr)
         return 128 + int(e.signum)
+    if not main:
+        return 0
     last = _last_metrics(run)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     if last:
@@ -276,20 +343,29 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "figures
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     from .checkpoint import CheckpointError
+    from .distributed import RankFailed
     from .train import NonFiniteError
 
+    # under torchrun every rank runs this; errors that all ranks share are told by rank 0 only
+    rank = os.environ.get("RANK", "0")
+    prefix = f"vaekit {args.command}: " if rank == "0" else f"vaekit {args.command} [rank {rank}]: "
     try:
         return COMMANDS[args.command](args)
     except NonFiniteError as e:
-        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        if rank == "0":
+            print(f"{prefix}error: {e}", file=sys.stderr)
         return 1
+    except RankFailed:
+        return 2  # rank 0 tells what went wrong
     except (ValueError, FileExistsError, CheckpointError, OSError) as e:
         # DatasetError and CheckpointError are ValueErrors: one clear line, no traceback
         if os.environ.get("VAEKIT_DEBUG"):
             raise
-        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prefix}error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)

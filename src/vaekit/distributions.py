@@ -199,7 +199,17 @@ def kl_q_p_exact(params_q: Tensor, params_p: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- sampling
 
 
-def rsample(params_q: Tensor, num_samples: int) -> Tensor:
+def _noise(n: int, mu: Tensor, eps: Tensor | None) -> Tensor:
+    """Standard-normal noise [N, B, K] for means ``mu`` [B, K]: drawn from the global generator, or ``eps`` checked."""
+    if eps is None:
+        return torch.empty((n, *mu.shape), dtype=mu.dtype, device=mu.device).normal_()  # [N, B, K]
+    if not isinstance(eps, Tensor) or tuple(eps.shape) != (n, *mu.shape):
+        got = list(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
+        raise ValueError(f"eps must have shape [N={n}, B={mu.shape[0]}, K={mu.shape[1]}], got {got}")
+    return eps
+
+
+def rsample(params_q: Tensor, num_samples: int, eps: Tensor | None = None) -> Tensor:
     """Reparameterized samples z = mu + sigma * eps, eps ~ N(0, I); gradients reach params_q.
 
     With the same RNG state this draws exactly the numbers of the reference
@@ -209,6 +219,8 @@ def rsample(params_q: Tensor, num_samples: int) -> Tensor:
     Args:
         params_q:    [B, K+1] parameters of q (K means, then one log std).
         num_samples: N >= 1, samples per batch element.
+        eps:         optional [N, B, K] standard-normal noise to use instead of drawing it
+                     (data-parallel training passes each rank's slice of the global draw).
 
     Returns:
         [B, N, K] samples.
@@ -216,7 +228,7 @@ def rsample(params_q: Tensor, num_samples: int) -> Tensor:
     params_q = _check_params("params_q", params_q)
     n = _check_num_samples(num_samples)
     mu, log_sig = params_q[:, :-1], params_q[:, -1:]  # [B, K], [B, 1]
-    eps = torch.empty((n, *mu.shape), dtype=mu.dtype, device=mu.device).normal_()  # [N, B, K]
+    eps = _noise(n, mu, eps)  # [N, B, K]
     z = mu + eps * torch.exp(log_sig)  # [N, B, K]
     return z.permute(1, 0, 2)  # [B, N, K]
 
@@ -323,7 +335,7 @@ def kl_diag_std_normal(mu: Tensor, log_sigma: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + torch.exp(2.0 * log_sigma) - 1.0) - log_sigma  # [B, K]
 
 
-def rsample_diag(mu: Tensor, log_sigma: Tensor, num_samples: int) -> Tensor:
+def rsample_diag(mu: Tensor, log_sigma: Tensor, num_samples: int, eps: Tensor | None = None) -> Tensor:
     """Reparameterized samples of N(mu, diag(sigma^2)): z = mu + sigma * eps, eps ~ N(0, I).
 
     The noise is drawn as ``[N, B, K]`` exactly as ``rsample`` draws it, so an isotropic
@@ -333,6 +345,8 @@ def rsample_diag(mu: Tensor, log_sigma: Tensor, num_samples: int) -> Tensor:
         mu:          [B, K] means.
         log_sigma:   [B, K] or [B, 1] log standard deviations.
         num_samples: N >= 1.
+        eps:         optional [N, B, K] standard-normal noise to use instead of drawing it
+                     (data-parallel training passes each rank's slice of the global draw).
 
     Returns:
         [B, N, K] samples.
@@ -343,7 +357,7 @@ def rsample_diag(mu: Tensor, log_sigma: Tensor, num_samples: int) -> Tensor:
         raise ValueError(f"log_sigma must have shape [B, K] or [B, 1] to match mu {_shape(mu)}, got {_shape(log_sigma)}")
     _check_same(("mu", "log_sigma"), (mu, log_sigma))
     n = _check_num_samples(num_samples)
-    eps = torch.empty((n, *mu.shape), dtype=mu.dtype, device=mu.device).normal_()  # [N, B, K]
+    eps = _noise(n, mu, eps)  # [N, B, K]
     return (mu + eps * torch.exp(log_sigma)).permute(1, 0, 2)  # [B, N, K]
 
 

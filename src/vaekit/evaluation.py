@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, log_bernoulli, log_prob_diag, rsample
 from .model import SimpleVAE, mean_image
 
@@ -123,12 +124,17 @@ def log_likelihood(
 
 @torch.no_grad()
 def evaluate_elbo(
-    model: SimpleVAE, images: Tensor, n_samples: int = 10, batch_size: int = 500, seed: int = 0
+    model: SimpleVAE, images: Tensor, n_samples: int = 10, batch_size: int = 500, seed: int = 0,
+    *, sharded: bool = False,
 ) -> dict[str, float]:
     """ELBO of ``images`` [M, 1, H, W] under ``model`` with its current sigma_x.
 
     Returns nats per image: ``elbo`` (higher is better) and its standard error
     ``elbo_se``, the reconstruction term ``rec`` = E_q log p(x|z), and ``kl``.
+
+    ``sharded=True`` (every rank of a process group must call it): each rank evaluates its
+    contiguous slice of every batch, with its slice of the noise drawn for the whole batch,
+    and the sums are all-reduced: every rank returns what one process would (up to rounding).
     """
     if n_samples < 1 or batch_size < 1:
         raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
@@ -137,15 +143,27 @@ def evaluate_elbo(
     model.eval()
     devices = [param.device] if param.device.type == "cuda" else []
     elbo, rec, kl = [], [], []
+    sharded = sharded and distributed.current() is not None
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for start in range(0, images.shape[0], batch_size):
-            x = images[start : start + batch_size].to(param.device, param.dtype)  # [b, 1, H, W]
-            terms = model.elbo_terms(x, n_samples)
+            x = images[start : start + batch_size]  # [b, 1, H, W]
+            if sharded:
+                shard = distributed.BatchShard.of(x.shape[0])
+                terms = model.elbo_terms(shard.take(x).to(param.device, param.dtype), n_samples, shard=shard)  # [b_rank]
+            else:
+                terms = model.elbo_terms(x.to(param.device, param.dtype), n_samples)
             elbo.append(-terms.loss.double())
             rec.append(terms.rec.double())
             kl.append(terms.kl.double())
     model.train(was_training)
+    if sharded:
+        e = torch.cat(elbo)  # [M_rank]
+        sums = torch.stack([e.sum(), e.pow(2).sum(), torch.cat(rec).sum(), torch.cat(kl).sum(), e.new_tensor(e.numel())])
+        s_e, s_e2, s_rec, s_kl, m = distributed.all_reduce_sum(sums).tolist()  # over all M images
+        var = (s_e2 - s_e * s_e / m) / (m - 1) if m > 1 else float("nan")  # unbiased, as Tensor.std
+        se = math.sqrt(max(var, 0.0)) / math.sqrt(m) if m > 1 else float("nan")
+        return {"elbo": s_e / m, "elbo_se": se, "rec": s_rec / m, "kl": s_kl / m}
     e = torch.cat(elbo)  # [M]
     se = e.std().item() / math.sqrt(e.numel()) if e.numel() > 1 else float("nan")
     return {

@@ -16,6 +16,10 @@ A run folder holds::
                        steps, on SIGINT/SIGTERM and at the end
 
 Every file is written atomically, so an interrupted run never leaves a torn file.
+
+Data-parallel (under torchrun): every rank trains and evaluates its share, only rank 0
+writes files; resuming reads the run folder on every rank (on several machines it must
+be on a filesystem they share).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import CheckpointError, atomic_write_text, load_weights, read_json, save_weights
 from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
 from .data import ImageData, binarize, load_dataset
@@ -159,6 +163,9 @@ def train_run(
     """
     out = Path(out_dir)
     state, rows, model_sd = None, [], None
+    dist_info = distributed.current()
+    world = 1 if dist_info is None else dist_info.world_size
+    main = dist_info is None or dist_info.is_main  # the only process that writes files
     if resume:
         if not out.is_dir():
             raise CheckpointError(f"cannot resume: run folder {out} does not exist")
@@ -168,7 +175,7 @@ def train_run(
         if device is not None:
             train_cfg.device = device
         model_sd, state, rows = load_checkpoint(out)
-        if state.finished:
+        if state.finished and main:
             print(f"the run in {out} already finished ({state.step} steps); nothing to resume")
     else:
         assert model_cfg is not None and train_cfg is not None
@@ -176,17 +183,23 @@ def train_run(
         validate(train_cfg)
     device = resolve_device(train_cfg.device)  # fail early on an unavailable device
     if not resume:
-        _refuse_existing_out_dir(out, overwrite)  # before the data is loaded
+        distributed.run_on_main(lambda: _refuse_existing_out_dir(out, overwrite))  # before the data is loaded
 
     data = load_dataset(train_cfg.dataset)
-    if train_cfg.batch_size > len(data.train_images):
-        raise ValueError(f"batch_size={train_cfg.batch_size} is larger than the {len(data.train_images)} training images of {data.name}")
+    global_batch = train_cfg.batch_size * world
+    if global_batch > len(data.train_images):
+        per_rank = f" (global batch {global_batch} = batch_size x {world} processes)" if world > 1 else ""
+        raise ValueError(f"batch_size={train_cfg.batch_size}{per_rank} is larger than the {len(data.train_images)} training images of {data.name}")
     if not resume:
-        _make_out_dir(out)
-        (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
+
+        def make_out_dir() -> None:
+            _make_out_dir(out)
+            (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
+
+        distributed.run_on_main(make_out_dir)
     image_size = data.train_images.shape[-1]
     test_images = split_images(data, train_cfg, "test")
-    tensorboard = _tensorboard_writer(out) if train_cfg.tensorboard else None
+    tensorboard = _tensorboard_writer(out) if train_cfg.tensorboard and main else None
     set_seed(train_cfg.seed)
     model = build_model(model_cfg, image_size)
     if resume:
@@ -205,10 +218,13 @@ def train_run(
             "python_version": platform.python_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
+        if dist_info is not None:
+            meta["distributed"] = {"world_size": world, "backend": dist_info.backend, "global_batch_size": global_batch}
+        if main:
+            atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
-        test = evaluate_elbo(model, test_images, n_samples=train_cfg.eval_samples, seed=train_cfg.seed)
+        test = evaluate_elbo(model, test_images, n_samples=train_cfg.eval_samples, seed=train_cfg.seed, sharded=True)
         rows.append({
             "epoch": epoch + 1,
             "steps": stats["steps"],
@@ -225,7 +241,8 @@ def train_run(
             _tensorboard_epoch(tensorboard, model, rows[-1], train_cfg.seed)
 
     def on_checkpoint(st: TrainState) -> None:
-        save_checkpoint(out, model, st, rows, meta)
+        if main:  # the other ranks hold the same state; they go on and wait at the next collective
+            save_checkpoint(out, model, st, rows, meta)
 
     if state is not None and state.finished:  # only the figures may be missing (killed while drawing)
         batch_elbos = state.elbos.tolist()
@@ -238,13 +255,16 @@ def train_run(
 
     if tensorboard is not None:
         tensorboard.close()
-    write_run_figures(model, data, train_cfg, out, rows, batch_elbos)
+    if not main:
+        return out
+    write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch)
     write_report(out)
     return out
 
 
 def write_run_figures(
-    model: SimpleVAE, data: ImageData, train_cfg: TrainConfig, out: Path, rows: list[dict[str, Any]], batch_elbos: list[float] | None
+    model: SimpleVAE, data: ImageData, train_cfg: TrainConfig, out: Path, rows: list[dict[str, Any]], batch_elbos: list[float] | None,
+    global_batch: int | None = None,
 ) -> list[Path]:
     """Draw a run's figures into ``out``; returns their paths.
 
@@ -254,12 +274,13 @@ def write_run_figures(
     K=2, the two principal directions of the test posterior means for K>2),
     latent_scatter.png (test posterior means coloured by label, PCA for K>2) and
     interpolations.png (8 pairs of test images, 10 steps). Deterministic given the seed.
+    ``global_batch``: images per optimizer step (batch_size x processes; default batch_size).
     """
     device = next(model.parameters()).device
     test = split_images(data, train_cfg, "test")
     written = []
     if batch_elbos:
-        steps_per_epoch = math.ceil(len(data.train_images) / train_cfg.batch_size)
+        steps_per_epoch = math.ceil(len(data.train_images) / (global_batch or train_cfg.batch_size))
         plot_elbo_curve(batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
         written.append(out / "elbo_curve.png")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -424,12 +445,16 @@ def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
     """(Re)draw a finished run's figures and report from its files; returns the paths written."""
     run = Path(run_dir)
     model, _ = load_run(run, device=device)
-    _, train_cfg = _run_config(run)
+    meta, train_cfg = _run_config(run)
     data = load_dataset(train_cfg.dataset)
+    dist_meta = meta.get("distributed")
+    global_batch = dist_meta.get("global_batch_size") if isinstance(dist_meta, dict) else None
     batch_elbos = None
     if (run / CHECKPOINT).exists():
         _, state, _ = load_checkpoint(run)
         batch_elbos = state.elbos.tolist()
-    written = write_run_figures(model, data, train_cfg, run, _read_metrics(run), batch_elbos)
+    written = write_run_figures(
+        model, data, train_cfg, run, _read_metrics(run), batch_elbos, global_batch=global_batch if isinstance(global_batch, int) and global_batch > 0 else None,
+    )
     written.append(write_report(run))
     return written

@@ -6,13 +6,16 @@ The layer layout (and so the ``state_dict`` keys ``encoder.*``, ``decoder.*`` an
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributions import kl_diag_std_normal, kl_q_p_exact, log_bernoulli, log_prob, rsample, rsample_diag
+
+if TYPE_CHECKING:
+    from .distributed import BatchShard
 
 __all__ = ["SimpleVAE", "ELBOTerms", "generate_images", "mean_image", "LIKELIHOODS", "POSTERIORS"]
 
@@ -137,7 +140,7 @@ class SimpleVAE(nn.Module):
         lin = self.decoder[0]
         w = lin.weight.view(f, s * s, self.K).transpose(0, 1).reshape(f * s * s, self.K)  # [S*S*F, K]
         bias = lin.bias.view(f, s * s).t().reshape(-1)  # [S*S*F]
-        return F.linear(z, w, bias).view(-1, s, s, f).permute(0, 3, 1, 2)  # [B*N, F, S, S]
+        return F.linear(z, w, bias).view(z.shape[0], s, s, f).permute(0, 3, 1, 2)  # [B*N, F, S, S]
 
     def log_px(self, x_flat: Tensor, out_flat: Tensor, log_sig_x: Tensor) -> Tensor:
         """log p(x|z) [B, N] in nats for images x [B, N, D] and decoder outputs [B, N, D]."""
@@ -148,30 +151,41 @@ class SimpleVAE(nn.Module):
 
     # ------------------------------------------------------------------ the objective
 
-    def elbo_terms(self, x: Tensor, n: int = 1, calibrated: bool = False) -> ELBOTerms:
+    def elbo_terms(self, x: Tensor, n: int = 1, calibrated: bool = False, shard: BatchShard | None = None) -> ELBOTerms:
         """Per-image ELBO terms with n samples of z.
 
         With ``calibrated=True`` the decoder std is set to its optimum for this batch,
         log sigma_x = 0.5 log(MSE) ("calibrated decoder", Rybkin et al. 2021), instead of
         the learned ``log_sig_x``; the value used is returned in the terms. A Bernoulli
         decoder has no std, so ``calibrated`` does not apply to it and is ignored.
+
+        ``shard`` (data-parallel training): ``x`` is this rank's slice of a larger global
+        batch. The samples of z are then this rank's slice of the noise drawn for the whole
+        global batch, and the calibrated MSE is the global batch's (all-reduced), so the
+        ranks together compute exactly what one process computes on the global batch.
         """
         # under autocast the networks may run in bf16; the objective is computed in x's dtype
         phi = self.encode(x).to(x.dtype)  # [B, K+1] (diagonal: [B, 2K])
+        eps = None
+        if shard is not None:
+            if shard.local_size != x.shape[0]:
+                raise ValueError(f"x has {x.shape[0]} images but shard holds {shard.local_size} ({shard})")
+            eps = shard.draw(lambda b: torch.empty((n, b, self.K), dtype=phi.dtype, device=phi.device).normal_(), dim=1)  # [N, B, K]
         if self.posterior == "isotropic":
-            z = rsample(phi, n)  # [B, N, K]
+            z = rsample(phi, n, eps)  # [B, N, K]
             kl = kl_q_p_exact(phi, torch.zeros_like(phi))  # [B]
         else:
             mu_z, log_sig_z = self.split_posterior(phi)  # [B, K], [B, K]
-            z = rsample_diag(mu_z, log_sig_z, n)  # [B, N, K]
+            z = rsample_diag(mu_z, log_sig_z, n, eps)  # [B, N, K]
             kl = kl_diag_std_normal(mu_z, log_sig_z).sum(dim=1)  # [B]
         out = self.decode(z)  # [B, N, 1, H, W]
         b = x.shape[0]
-        x_flat = x.reshape(b, 1, -1).expand(b, n, -1)  # [B, N, D]
-        out_flat = out.reshape(b, n, -1).to(x.dtype)  # [B, N, D]
+        x_flat = x.flatten(1).unsqueeze(1).expand(b, n, -1)  # [B, N, D] (B may be 0: an empty shard)
+        out_flat = out.flatten(2).to(x.dtype)  # [B, N, D]
         if calibrated and self.likelihood == "gaussian":
             # argmax_sigma of sum log N(x; mu, sigma^2): sigma^2 = mean squared error
-            mse = (x_flat - out_flat).detach().pow(2).mean()
+            sq_err = (x_flat - out_flat).detach().pow(2)  # [B, N, D]
+            mse = sq_err.mean() if shard is None else shard.mean(sq_err)
             log_sig_x = 0.5 * torch.log(mse.clamp_min(1e-12))
         else:
             log_sig_x = self.log_sig_x

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import TrainConfig, resolve_device, validate
 from .data import binarize
 from .model import SimpleVAE
@@ -41,12 +42,17 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure_threads() -> int:
-    """Give torch one intra-op thread per core this process may run on; returns the count."""
+def configure_threads(share: int = 1) -> int:
+    """Give torch one intra-op thread per core this process may run on; returns the count.
+
+    ``share``: processes on this machine sharing those cores (data-parallel ranks), each
+    getting an equal part (at least one thread).
+    """
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         n = os.cpu_count() or 1
+    n = max(1, n // max(1, share))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
@@ -118,6 +124,7 @@ class TrainState:
     epoch_start_step: int = 0  # `step` when the epoch in progress began
     epoch_start_skipped: int = 0  # `skipped` when the epoch in progress began
     finished: bool = False
+    world_size: int = 1  # data-parallel processes that trained it (batch positions count global batches)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -154,7 +161,7 @@ def state_to_tensors(state: TrainState) -> tuple[dict[str, Tensor], dict[str, An
         "step": state.step, "epoch": state.epoch, "batch": state.batch, "seconds": state.seconds,
         "skipped": state.skipped, "finished": state.finished,
         "epoch_start_step": state.epoch_start_step, "epoch_start_skipped": state.epoch_start_skipped,
-        "param_groups": state.optimizer["param_groups"], "optim_scalars": scalars,
+        "world_size": state.world_size, "param_groups": state.optimizer["param_groups"], "optim_scalars": scalars,
         "rng_python": [state.rng["python"][0], list(state.rng["python"][1]), state.rng["python"][2]],
         "rng_numpy": [np_name, int(np_pos), int(np_has_gauss), float(np_cached)],
     }
@@ -185,6 +192,7 @@ def state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any]) -> Trai
         skipped=int(meta["skipped"]), elbos=tensors["elbos"], finished=bool(meta["finished"]),
         epoch_start_step=int(meta["epoch_start_step"]), epoch_start_skipped=int(meta["epoch_start_skipped"]),
         optimizer={"state": optim_state, "param_groups": meta["param_groups"]}, rng=rng,
+        world_size=int(meta.get("world_size", 1)),
     )
 
 
@@ -253,6 +261,17 @@ def _restore_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> Non
                     opt.state[p][key] = torch.empty_like(p).copy_(value)
 
 
+class _ELBOStep(nn.Module):
+    """``model.elbo_terms`` as a forward pass, so that DistributedDataParallel sees it (and syncs gradients)."""
+
+    def __init__(self, model: SimpleVAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, n: int, calibrated: bool, shard: distributed.BatchShard) -> Any:
+        return self.model.elbo_terms(x, n, calibrated, shard=shard)
+
+
 def fit(
     model: SimpleVAE,
     images: Tensor,
@@ -281,29 +300,54 @@ def fit(
 
     A NaN or Inf loss or gradient raises ``NonFiniteError`` naming the epoch, step and
     quantity, unless ``cfg.skip_nonfinite``, which skips the batch and counts it.
+
+    Data-parallel: when this process is part of a process group (``vaekit.distributed``,
+    started by torchrun), the model trains under DistributedDataParallel. ``cfg.batch_size``
+    is per rank; global step i uses ``perm[i*Bg:(i+1)*Bg]`` (Bg = batch_size x world size)
+    of the same per-epoch order, each rank its contiguous slice, and the ranks together
+    take exactly the step one process takes with batch Bg (same noise, same gradient, up to
+    rounding). Losses, non-finite flags, signals and the clock are all-reduced, so every
+    rank stops, skips and checkpoints at the same step. Every rank calls the hooks.
     """
     validate(cfg)
     device = resolve_device(cfg.device)
+    dist_info = distributed.current()  # None: one process, the code path of old
+    world = 1 if dist_info is None else dist_info.world_size
+    if dist_info is not None:
+        progress = progress and dist_info.is_main
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
     if device.type == "cpu":
-        configure_threads()
+        configure_threads(1 if dist_info is None else dist_info.local_world_size)
     images = as_image_tensor(images, "images").to(device=device, dtype=torch.float32)
     if cfg.binarize == "static":
         images = binarize(images)  # one fixed draw (data.BINARIZE_SEED)
     n_img = images.shape[0]
-    if cfg.batch_size > n_img:
-        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {n_img} training images")
+    if cfg.batch_size * world > n_img:
+        per_rank = f" (global batch {cfg.batch_size * world} = batch_size x {world} processes)" if world > 1 else ""
+        raise ValueError(f"batch_size={cfg.batch_size}{per_rank} is larger than the {n_img} training images")
+    if resume is not None and resume.world_size != world:
+        raise ValueError(
+            f"the checkpoint was written by a run on {resume.world_size} process(es) and must be resumed on as many "
+            f"(its batch positions count global batches), got {world}; e.g. torchrun --nproc-per-node={resume.world_size} -m vaekit train --resume RUN_DIR"
+        )
     model.to(device)
     if device.type in ("cpu", "cuda"):  # oneDNN / cuDNN convolutions are faster in NHWC
         model.to(memory_format=torch.channels_last)
     model.train()
     step_fn = model.elbo_terms
+    if dist_info is not None:
+        # static_graph: the same parameters are used every step (log_sig_x not at all with calibrated=True)
+        step_fn = torch.nn.parallel.DistributedDataParallel(
+            _ELBOStep(model), device_ids=[device.index] if device.type == "cuda" else None, static_graph=True,
+        )
     if cfg.compile:
-        step_fn = torch.compile(model.elbo_terms)
+        step_fn = torch.compile(step_fn)
     amp = cfg.amp and device.type == "cuda"
     opt = _make_adam(model, cfg.lr, device)
     params = [p for g in opt.param_groups for p in g["params"]]
 
-    bs = cfg.batch_size
+    bs = cfg.batch_size * world  # the global batch
     steps_per_epoch = math.ceil(n_img / bs)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -326,6 +370,23 @@ def fit(
         _restore_optimizer(opt, resume.optimizer)
         restore_rng(resume.rng)
     t_start = time.perf_counter() - seconds0  # moved forward by the time spent in hooks
+    agreed_elapsed, agreed_signal = seconds0, None  # data-parallel: the clock and signals, as all ranks agree
+
+    def agree(values: list[Tensor]) -> Tensor:
+        """Sum over ranks of [*values, SIGINT seen, SIGTERM seen, elapsed s] (float64, on the device)."""
+        sig = signals.received
+        local = torch.tensor(
+            [float(sig == signal.SIGINT), float(sig == signal.SIGTERM), time.perf_counter() - t_start], dtype=torch.float64,
+        ).to(device, non_blocking=True)  # [3]
+        if values:
+            local = torch.cat([torch.stack(values).to(torch.float64), local])
+        return distributed.all_reduce_sum(local)  # [len(values) + 3]
+
+    def read_agreed(sums: Tensor) -> None:
+        nonlocal agreed_elapsed, agreed_signal
+        sint, sterm, secs = sums[-3:].tolist()
+        agreed_elapsed = secs / world
+        agreed_signal = signal.SIGTERM if sterm > 0 else signal.SIGINT if sint > 0 else None
 
     def hook(fn: Callable[..., None], *args: Any) -> None:
         nonlocal t_start
@@ -350,7 +411,7 @@ def fit(
         check_finite(step, epoch)  # never save a state that came from a non-finite step
         new_epoch = batch == 0
         return TrainState(
-            step=step, epoch=epoch, batch=batch, seconds=time.perf_counter() - t_start, skipped=skipped,
+            step=step, epoch=epoch, batch=batch, seconds=time.perf_counter() - t_start, skipped=skipped, world_size=world,
             epoch_start_step=step if new_epoch else epoch_first, epoch_start_skipped=skipped if new_epoch else skipped_before,
             elbos=elbos[:step].detach().cpu().clone(), optimizer=copy.deepcopy(opt.state_dict()), rng=capture_rng(), finished=finished,
         )
@@ -372,7 +433,7 @@ def fit(
                 if step >= total:
                     result.stopped_by = "max_steps"
                     break
-                elapsed = time.perf_counter() - t_start
+                elapsed = time.perf_counter() - t_start if dist_info is None else agreed_elapsed
                 if budget_s is not None and elapsed >= budget_s:
                     result.stopped_by = "time_budget"
                     break
@@ -383,15 +444,33 @@ def fit(
                     for g in opt.param_groups:
                         g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, frac)
 
-                x = images.index_select(0, perm[i * bs : (i + 1) * bs])  # [B, 1, H, W]
-                if cfg.binarize == "dynamic":
-                    x = torch.bernoulli(x)  # a fresh binary image each time, from the global (checkpointed) RNG
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    terms = step_fn(x, cfg.samples, cfg.calibrated)
-                loss = terms.loss.float().mean()  # nats per image
+                if dist_info is None:
+                    x = images.index_select(0, perm[i * bs : (i + 1) * bs])  # [B, 1, H, W]
+                    if cfg.binarize == "dynamic":
+                        x = torch.bernoulli(x)  # a fresh binary image each time, from the global (checkpointed) RNG
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        terms = step_fn(x, cfg.samples, cfg.calibrated)
+                    loss = terms.loss.float().mean()  # nats per image
+                else:
+                    idx = perm[i * bs : (i + 1) * bs]  # [B_global] the global batch
+                    shard = distributed.BatchShard.of(len(idx))  # this rank's slice of it
+                    if cfg.binarize == "dynamic":  # every rank draws the whole global batch's noise, keeps its slice
+                        x = shard.draw(lambda b: torch.bernoulli(images.index_select(0, idx)))  # [B_local, 1, H, W]
+                    else:
+                        x = images.index_select(0, shard.take(idx))  # [B_local, 1, H, W]
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        terms = step_fn(x, cfg.samples, cfg.calibrated, shard)
+                    # DDP averages gradients over ranks: world/B_global x local sum gives the global batch's mean
+                    loss = terms.loss.float().sum() * (world / shard.size)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grads_ok = torch.stack([torch.isfinite(p.grad).all() for p in params if p.grad is not None]).all()
+                if dist_info is not None:
+                    sums = agree([loss.detach(), (~grads_ok).to(loss.dtype)])  # one small all-reduce per step
+                    loss = sums[0].float() / world  # the global batch's mean loss, identical on every rank
+                    grads_ok = sums[1] == 0
+                    if (i + 1) % check_every == 0:
+                        read_agreed(sums)  # a host sync: every step on the CPU, every log_every steps on GPUs
                 flag = (~torch.isfinite(loss.detach())).to(torch.int8) + 2 * (~grads_ok).to(torch.int8)
                 if cfg.skip_nonfinite and flag.item():
                     skipped += 1  # a non-finite batch: no update, not counted as a step
@@ -408,11 +487,12 @@ def fit(
                     step += 1
                 if progress and step % log_every == 0 and step > epoch_first:
                     batches.set_postfix(elbo=f"{elbos[max(epoch_first, step - log_every):step].mean().item():.1f}")
-                if signals.received is not None:
+                stop_signal = signals.received if dist_info is None else agreed_signal
+                if stop_signal is not None:
                     if on_checkpoint is not None:
                         hook(on_checkpoint, state(epoch, i + 1))
-                    name = signal.Signals(signals.received).name
-                    raise TrainingInterrupted(f"{name} received at epoch {epoch + 1}, step {step}", signals.received)
+                    name = signal.Signals(stop_signal).name
+                    raise TrainingInterrupted(f"{name} received at epoch {epoch + 1}, step {step}", stop_signal)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step > 0 and on_checkpoint is not None:
                     hook(on_checkpoint, state(epoch, i + 1))
             else:
@@ -438,9 +518,12 @@ def fit(
                 break
         if on_checkpoint is not None:  # the end: a resume of this state has nothing left to do
             hook(on_checkpoint, state(epoch, i, finished=True))
-        if signals.received is not None:  # arrived during the last evaluation or checkpoint
-            name = signal.Signals(signals.received).name
-            raise TrainingInterrupted(f"{name} received after the last step ({step})", signals.received)
+        if dist_info is not None:
+            read_agreed(agree([]))
+        stop_signal = signals.received if dist_info is None else agreed_signal
+        if stop_signal is not None:  # arrived during the last evaluation or checkpoint
+            name = signal.Signals(stop_signal).name
+            raise TrainingInterrupted(f"{name} received after the last step ({step})", stop_signal)
     epochs_bar.close()
     result.steps = step
     result.skipped = skipped
