@@ -245,7 +245,11 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         if main:
             how = f"torchrun --nproc-per-node={info.world_size} -m vaekit train --resume {out}" if info else f"vaekit train --resume {out}"
-            print(f"vaekit train: interrupted ({e}); checkpoint saved. Resume with: {how}", file=sys.stderr)
+            print(f"vaekit train: interrupted ({e}); checkpoint saved. Resume with: {how}", file=sys.stderr, flush=True)
+        try:  # leave together: torchrun stops the other ranks as soon as one exits with an error
+            distributed.barrier()
+        except RuntimeError:
+            pass
         return 128 + int(e.signum)
     if not main:
         return 0
