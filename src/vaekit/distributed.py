@@ -118,6 +118,9 @@ def session(device: str = "auto") -> Iterator[DistInfo | None]:
     dist.init_process_group(backend=backend, init_method="env://", world_size=world, rank=rank, **kwargs)
     try:
         yield current()
+        # leave together: a rank that tears its connections down while another still works
+        # (rank 0 drawing figures) can abort in gloo's teardown
+        barrier()
     finally:
         dist.destroy_process_group()
 
