@@ -10,7 +10,8 @@ with P (weak scaling, as ``vaekit train --distributed`` does). One process is pl
 images per second of training time (fit's own clock: no start-up, no evaluation).
 
 Prints one line per process count, then ``ratio=`` (images/s with the largest P over
-images/s with one process, measured in this same run) last.
+images/s with one process, measured in this same run) last. On a CPU it also measures one
+process pinned to one core, to tell the effect of processes from that of threads.
 
     python benchmarks/ddp_scaling.py [--procs 1,2] [--steps 40] [--warmup 5] [--batch-size 64] [--device auto]
 """
@@ -34,6 +35,8 @@ def worker(args: argparse.Namespace) -> None:
     from vaekit import SimpleVAE, TrainConfig, fit, load_dataset, set_seed
     from vaekit.distributed import current, session
 
+    if args.one_core:  # fit gives a thread per usable core: one
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     with session(args.device):
         info = current()
         world = 1 if info is None else info.world_size
@@ -52,11 +55,11 @@ def worker(args: argparse.Namespace) -> None:
             }), flush=True)
 
 
-def launch(nproc: int, args: argparse.Namespace) -> dict:
+def launch(nproc: int, args: argparse.Namespace, one_core: bool = False) -> dict:
     # one process: plain vaekit.fit, no process group (the baseline DDP is measured against)
     launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd = [sys.executable, *launcher, os.path.abspath(__file__), "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-           "--samples", str(args.samples), "--device", args.device]
+           "--samples", str(args.samples), "--device", args.device, *(["--one-core"] if one_core else [])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -74,6 +77,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=1, help="samples of z (default 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--one-core", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args)
@@ -94,6 +98,10 @@ def main() -> None:
         results.append(r)
         print(f"{n} process(es): {r['images_per_s']:8.1f} images/s  ({r['s_per_step'] * 1e3:.1f} ms/step, global batch "
               f"{r['global_batch']}, {r['threads']} thread(s) each, backend {r['backend']})", flush=True)
+    cpu = not (args.device in ("auto", "cuda") and torch.cuda.is_available())
+    if cpu and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+        r = launch(1, args, one_core=True)  # what one core does alone: separates threads from processes
+        print(f"1 process on 1 core: {r['images_per_s']:8.1f} images/s  ({r['s_per_step'] * 1e3:.1f} ms/step, reference only)", flush=True)
     print(f"ratio={results[-1]['images_per_s'] / results[0]['images_per_s']:.2f}")
 
 
