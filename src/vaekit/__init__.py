@@ -15,6 +15,7 @@ from .data import DatasetError, binarize, load_dataset
 from .distributions import elbo, kl_q_p_exact, kl_q_p_mc, log_prob, rsample
 from .evaluation import evaluate, evaluate_elbo, latent_stats, log_likelihood
 from .experiment import eval_run, load_run, sample_run, train_run
+from .latents import interpolate, latent_grid, posterior_means, reconstruct
 from .model import SimpleVAE, generate_images
 from .train import fit, set_seed, train_vae
 
@@ -40,6 +41,10 @@ __all__ = [
     "log_likelihood",
     "latent_stats",
     "binarize",
+    "posterior_means",
+    "reconstruct",
+    "latent_grid",
+    "interpolate",
     "train_run",
     "eval_run",
     "load_run",
