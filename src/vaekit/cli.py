@@ -296,12 +296,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     kl = ", ".join(f"{v:.2f}" for v in r["kl_per_dim"])
     print(f"{r['split']} split, {r['n_images']} images of {r['dims']} pixels, on {r['device']} in {r['seconds']:.0f} s")
-    print(f"  ELBO ({r['n_samples']} samples)     {r['elbo']:10.2f} +- {r['elbo_se']:.2f} nats per image (rec {r['rec']:.2f}, KL {r['kl']:.2f})")
-    print(f"  log p(x) (k={r['k']})  {r['log_likelihood']:10.2f} +- {r['log_likelihood_se']:.2f} nats per image")
-    print(f"                        {r['bits_per_dim']:10.4f} +- {r['bits_per_dim_se']:.4f} bits/dim (= -log p(x) / (D ln 2))")
-    print(f"  KL per latent dim     [{kl}] nats")
-    print(f"  active units          {r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})")
-    print(f"  reconstruction MSE    {r['recon_mse']:.5f} per pixel")
+    rows = [
+        (f"ELBO ({r['n_samples']} samples)", f"{r['elbo']:10.2f} +- {r['elbo_se']:.2f} nats per image (rec {r['rec']:.2f}, KL {r['kl']:.2f})"),
+        (f"log p(x) (k={r['k']})", f"{r['log_likelihood']:10.2f} +- {r['log_likelihood_se']:.2f} nats per image"),
+        ("", f"{r['bits_per_dim']:10.4f} +- {r['bits_per_dim_se']:.4f} bits/dim (= -log p(x) / (D ln 2))"),
+        ("KL per latent dim", f"[{kl}] nats"),
+        ("active units", f"{r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})"),
+        ("reconstruction MSE", f"{r['recon_mse']:.5f} per pixel"),
+    ]
+    for label, value in rows:
+        print(f"  {label:<22}{value}")
     print(f"note: {r['note']}")
     print(f"wrote {Path(args.run_dir) / ('eval_' + r['split'] + '.json')}")
     return 0
