@@ -84,7 +84,7 @@ def config_from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] |
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import PRESETS, ModelConfig, TrainConfig
+    from .config import DEVICES, PRESETS, ModelConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="vaekit", description="Train, sample and explain Variational Autoencoders on images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_checked(int, {"min": 1}), default=10, help="samples of z per image for the ELBO (default: 10)")
     p.add_argument("--batch-size", type=_checked(int, {"min": 1}), default=500, help="images per ELBO batch (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where to evaluate (default: auto)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to evaluate (default: auto)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 

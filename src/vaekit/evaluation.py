@@ -8,6 +8,7 @@ training stream.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
@@ -15,9 +16,9 @@ from torch import Tensor, nn
 
 from . import distributed
 from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, log_bernoulli, log_prob_diag, rsample
-from .model import SimpleVAE, mean_image
+from .model import SimpleVAE, eval_mode, mean_image, param_device, posterior_params
 
-__all__ = ["evaluate", "evaluate_elbo", "log_likelihood", "latent_stats", "kl_mc_error", "LIKELIHOOD_NOTE"]
+__all__ = ["evaluate", "evaluate_elbo", "log_likelihood", "latent_stats", "kl_mc_error", "seeded_rng", "LIKELIHOOD_NOTE"]
 
 #: What the importance-sampled log-likelihood means, printed with it and in the report.
 LIKELIHOOD_NOTE = (
@@ -33,17 +34,16 @@ LIKELIHOOD_NOTE = (
 ACTIVE_THRESHOLD = 0.01  # a latent unit is active if Var_x E_q[z_u] > 0.01 (Burda et al. 2016)
 
 
-def _device_of(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    param = next(model.parameters())
-    return param.device, param.dtype
-
-
-def _posterior(model: nn.Module, phi: Tensor) -> tuple[Tensor, Tensor]:
-    """Encoder output -> means [B, K] and log stds [B, 1] (isotropic, [B, K+1]) or [B, K] (diagonal, [B, 2K])."""
-    if getattr(model, "posterior", "isotropic") == "diagonal":
-        k = phi.shape[1] // 2
-        return phi[:, :k], phi[:, k:]  # [B, K], [B, K]
-    return phi[:, :-1], phi[:, -1:]  # [B, K], [B, 1]
+@contextmanager
+def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Run the block on torch's RNG forked and seeded with ``seed`` (CPU, and ``device`` if CUDA),
+    so it neither depends on nor disturbs the global stream; ``seed=None`` uses the global RNG."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _log_px(model: nn.Module, x: Tensor, out: Tensor) -> Tensor:
@@ -53,6 +53,13 @@ def _log_px(model: nn.Module, x: Tensor, out: Tensor) -> Tensor:
         return log_bernoulli(x, out)  # [B, N]
     log_sig_x = model.log_sig_x.detach().to(x.dtype).reshape(1, 1, 1)  # [1, 1, 1]
     return log_prob_diag(x, out, log_sig_x)  # [B, N]
+
+
+def _mean_se(values: Tensor) -> tuple[float, float]:
+    """Mean of per-image values [M] and its standard error over the images."""
+    mean = values.mean().item()
+    se = values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else float("nan")
+    return mean, se
 
 
 def _blocks(m: int, size: int) -> Iterator[slice]:
@@ -92,18 +99,14 @@ def log_likelihood(
     if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point():
         got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be floating-point images of shape [B, C, H, W], got {got}")
-    device, dtype = _device_of(model)
-    was_training = model.training
-    model.eval()
+    device, dtype = param_device(model)
     out: list[Tensor] = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with eval_mode(model), seeded_rng(seed, device):
         for rows in _blocks(x.shape[0], max_decodes):
             xb = x[rows].to(device, dtype)  # [b, C, H, W]
             b = xb.shape[0]
             x64 = xb.reshape(b, -1).double()  # [b, D]
-            mu, log_sig = (t.double() for t in _posterior(model, model.encoder(xb)))  # [b, K], [b, 1 or K]
+            mu, log_sig = (t.double() for t in posterior_params(model, model.encoder(xb)))  # [b, K], [b, 1 or K]
             total = torch.full((b,), -math.inf, dtype=torch.float64, device=device)  # running logsumexp
             chunk = max(1, max_decodes // b)
             for start in range(0, k, chunk):
@@ -118,7 +121,6 @@ def log_likelihood(
                 )  # [b, c]
                 total = torch.logaddexp(total, torch.logsumexp(log_w, dim=1))  # [b]
             out.append(total - math.log(k))
-    model.train(was_training)
     return torch.cat(out)  # [B]
 
 
@@ -138,25 +140,20 @@ def evaluate_elbo(
     """
     if n_samples < 1 or batch_size < 1:
         raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    devices = [param.device] if param.device.type == "cuda" else []
+    device, dtype = param_device(model)
     elbo, rec, kl = [], [], []
     sharded = sharded and distributed.current() is not None
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with eval_mode(model), seeded_rng(seed, device):
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size]  # [b, 1, H, W]
             if sharded:
                 shard = distributed.BatchShard.of(x.shape[0])
-                terms = model.elbo_terms(shard.take(x).to(param.device, param.dtype), n_samples, shard=shard)  # [b_rank]
+                terms = model.elbo_terms(shard.take(x).to(device, dtype), n_samples, shard=shard)  # [b_rank]
             else:
-                terms = model.elbo_terms(x.to(param.device, param.dtype), n_samples)
+                terms = model.elbo_terms(x.to(device, dtype), n_samples)
             elbo.append(-terms.loss.double())
             rec.append(terms.rec.double())
             kl.append(terms.kl.double())
-    model.train(was_training)
     if sharded:
         e = torch.cat(elbo)  # [M_rank]
         sums = torch.stack([e.sum(), e.pow(2).sum(), torch.cat(rec).sum(), torch.cat(kl).sum(), e.new_tensor(e.numel())])
@@ -164,10 +161,9 @@ def evaluate_elbo(
         var = (s_e2 - s_e * s_e / m) / (m - 1) if m > 1 else float("nan")  # unbiased, as Tensor.std
         se = math.sqrt(max(var, 0.0)) / math.sqrt(m) if m > 1 else float("nan")
         return {"elbo": s_e / m, "elbo_se": se, "rec": s_rec / m, "kl": s_kl / m}
-    e = torch.cat(elbo)  # [M]
-    se = e.std().item() / math.sqrt(e.numel()) if e.numel() > 1 else float("nan")
+    mean, se = _mean_se(torch.cat(elbo))  # over the M images
     return {
-        "elbo": e.mean().item(),
+        "elbo": mean,
         "elbo_se": se,
         "rec": torch.cat(rec).mean().item(),
         "kl": torch.cat(kl).mean().item(),
@@ -209,18 +205,16 @@ def latent_stats(model: nn.Module, images: Tensor, batch_size: int = 500) -> dic
     per pixel of the reconstruction decoded from the posterior mean) and ``means``
     (the posterior means [M, K], on the CPU).
     """
-    device, dtype = _device_of(model)
-    was_training = model.training
-    model.eval()
+    device, dtype = param_device(model)
     means, kls, sq_err = [], [], 0.0
-    for rows in _blocks(images.shape[0], batch_size):
-        x = images[rows].to(device, dtype)  # [b, C, H, W]
-        mu, log_sig = _posterior(model, model.encoder(x))  # [b, K], [b, 1 or K]
-        kls.append(kl_diag_std_normal(mu.double(), log_sig.double()).sum(dim=0))  # [K]
-        recon = mean_image(model, mu[:, None, :])[:, 0]  # [b, C, H, W]
-        sq_err += (recon.double() - x.double()).pow(2).sum().item()
-        means.append(mu.double().cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for rows in _blocks(images.shape[0], batch_size):
+            x = images[rows].to(device, dtype)  # [b, C, H, W]
+            mu, log_sig = posterior_params(model, model.encoder(x))  # [b, K], [b, 1 or K]
+            kls.append(kl_diag_std_normal(mu.double(), log_sig.double()).sum(dim=0))  # [K]
+            recon = mean_image(model, mu[:, None, :])[:, 0]  # [b, C, H, W]
+            sq_err += (recon.double() - x.double()).pow(2).sum().item()
+            means.append(mu.double().cpu())
     m = torch.cat(means)  # [M, K]
     var = m.var(dim=0) if m.shape[0] > 1 else torch.zeros(m.shape[1], dtype=m.dtype)  # [K]
     return {
@@ -231,12 +225,6 @@ def latent_stats(model: nn.Module, images: Tensor, batch_size: int = 500) -> dic
         "recon_mse": sq_err / images[0].numel() / images.shape[0],
         "means": m.float(),
     }
-
-
-def _mean_se(values: Tensor) -> tuple[float, float]:
-    mean = values.mean().item()
-    se = values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else float("nan")
-    return mean, se
 
 
 def evaluate(

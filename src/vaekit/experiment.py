@@ -38,13 +38,13 @@ from . import __version__, distributed
 from .checkpoint import CheckpointError, atomic_write_text, load_weights, read_json, save_weights
 from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
 from .data import ImageData, binarize, load_dataset
-from .evaluation import LIKELIHOOD_NOTE, evaluate, evaluate_elbo
+from .evaluation import LIKELIHOOD_NOTE, evaluate, evaluate_elbo, seeded_rng
 from .latents import interpolate, latent_grid, pca, posterior_means, reconstruct
 from .model import SimpleVAE, generate_images
 from .plots import (
-    plot_elbo_curve, plot_interpolations, plot_latent_map, plot_latent_scatter, plot_reconstructions, plot_samples,
+    image_grid, plot_elbo_curve, plot_interpolations, plot_latent_map, plot_latent_scatter, plot_reconstructions, plot_samples,
 )
-from .report import write_report
+from .report import read_metrics, write_report
 from .train import TrainState, fit, set_seed, state_from_tensors, state_to_tensors
 
 __all__ = [
@@ -283,8 +283,7 @@ def write_run_figures(
         steps_per_epoch = math.ceil(len(data.train_images) / (global_batch or train_cfg.batch_size))
         plot_elbo_curve(batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
         written.append(out / "elbo_curve.png")
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(train_cfg.seed)
+    with seeded_rng(train_cfg.seed, device):
         plot_samples(generate_images(model, n_images=64), out / "samples.png")
         order = torch.randperm(len(test))  # [M] which test images to show
     shown = test[order[:16]]  # [16, 1, H, W]
@@ -320,12 +319,8 @@ def _tensorboard_epoch(writer: Any, model: SimpleVAE, row: dict[str, Any], seed:
     for key in ("train_elbo", "test_elbo", "test_rec", "test_kl", "sigma_x"):
         if row.get(key) is not None:
             writer.add_scalar(f"elbo/{key}" if "elbo" in key else f"terms/{key}", row[key], step)
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded_rng(seed, next(model.parameters()).device):
         images = generate_images(model, n_images=64).clamp(0, 1).cpu()  # [64, 1, H, W]
-    from .plots import image_grid
-
     writer.add_image("samples", image_grid(images)[None], step, dataformats="CHW")
     writer.flush()
 
@@ -386,25 +381,6 @@ def sample_run(run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path 
     return path
 
 
-def _run_config(run: Path) -> tuple[dict[str, Any], TrainConfig]:
-    meta = read_json(run / "config.json")
-    return meta, _config_section(run, meta, "train", TrainConfig)
-
-
-def _read_metrics(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "steps" in row and "train_elbo" in row:
-                rows.append(row)
-    return rows
-
-
 def eval_run(
     run_dir: str | Path,
     *,
@@ -427,7 +403,7 @@ def eval_run(
         raise ValueError(f"limit must be >= 1, got {limit}")
     run = Path(run_dir)
     model, meta = load_run(run, device=device)
-    _, train_cfg = _run_config(run)
+    train_cfg = _config_section(run, meta, "train", TrainConfig)
     if model.decoder[3].weight.device.type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
     data = load_dataset(train_cfg.dataset)
@@ -444,8 +420,8 @@ def eval_run(
 def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
     """(Re)draw a finished run's figures and report from its files; returns the paths written."""
     run = Path(run_dir)
-    model, _ = load_run(run, device=device)
-    meta, train_cfg = _run_config(run)
+    model, meta = load_run(run, device=device)
+    train_cfg = _config_section(run, meta, "train", TrainConfig)
     data = load_dataset(train_cfg.dataset)
     dist_meta = meta.get("distributed")
     global_batch = dist_meta.get("global_batch_size") if isinstance(dist_meta, dict) else None
@@ -453,8 +429,9 @@ def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
     if (run / CHECKPOINT).exists():
         _, state, _ = load_checkpoint(run)
         batch_elbos = state.elbos.tolist()
+    rows = [r for r in read_metrics(run / "metrics.jsonl")[0] if "steps" in r and "train_elbo" in r]  # the curve's points
     written = write_run_figures(
-        model, data, train_cfg, run, _read_metrics(run), batch_elbos, global_batch=global_batch if isinstance(global_batch, int) and global_batch > 0 else None,
+        model, data, train_cfg, run, rows, batch_elbos, global_batch=global_batch if isinstance(global_batch, int) and global_batch > 0 else None,
     )
     written.append(write_report(run))
     return written

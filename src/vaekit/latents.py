@@ -10,41 +10,30 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .model import mean_image
+from .model import eval_mode, mean_image, param_device, posterior_params
 
 __all__ = ["posterior_means", "reconstruct", "pca", "latent_grid", "interpolate"]
-
-
-def _device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(model.parameters())
-    return p.device, p.dtype
 
 
 @torch.no_grad()
 def posterior_means(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
     """E_q[z|x] for ``images`` [M, C, H, W] -> [M, K] (CPU, float32)."""
-    device, dtype = _device(model)
-    was_training = model.training
-    model.eval()
-    k = getattr(model, "K", None)
+    device, dtype = param_device(model)
     means = []
-    for start in range(0, images.shape[0], batch_size):
-        phi = model.encoder(images[start : start + batch_size].to(device, dtype))  # [b, K+1] or [b, 2K]
-        kk = k if k is not None else phi.shape[1] - 1
-        means.append(phi[:, :kk].float().cpu())  # [b, K]
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, images.shape[0], batch_size):
+            phi = model.encoder(images[start : start + batch_size].to(device, dtype))  # [b, K+1] or [b, 2K]
+            means.append(posterior_params(model, phi)[0].float().cpu())  # [b, K]
     return torch.cat(means)  # [M, K]
 
 
 @torch.no_grad()
 def reconstruct(model: nn.Module, images: Tensor) -> Tensor:
     """Mean reconstructions decoded from the posterior means: [M, C, H, W] -> [M, C, H, W] (CPU)."""
-    device, dtype = _device(model)
-    was_training = model.training
-    model.eval()
+    device, dtype = param_device(model)
     z = posterior_means(model, images).to(device, dtype)  # [M, K]
-    recon = mean_image(model, z[:, None, :])[:, 0]  # [M, C, H, W]
-    model.train(was_training)
+    with eval_mode(model):
+        recon = mean_image(model, z[:, None, :])[:, 0]  # [M, C, H, W]
     return recon.float().cpu()
 
 
@@ -79,7 +68,7 @@ def latent_grid(model: nn.Module, n: int = 15, means: Tensor | None = None, span
     standard deviations along the two principal directions of ``means`` (the posterior
     means of a dataset, [M, K]), around their mean.
     """
-    device, dtype = _device(model)
+    device, dtype = param_device(model)
     k = model.K
     if k == 2 or means is None:
         if k != 2:
@@ -98,10 +87,8 @@ def latent_grid(model: nn.Module, n: int = 15, means: Tensor | None = None, span
             + v.reshape(-1, 1) * std[0].double() * dirs[0].double()
         )  # [n*n, K]
         what = f"z on +-{span:g} std along the two principal directions of the test-set posterior means"
-    was_training = model.training
-    model.eval()
-    images = mean_image(model, grid.to(device, dtype)[:, None, :])[:, 0]  # [n*n, C, H, W]
-    model.train(was_training)
+    with eval_mode(model):
+        images = mean_image(model, grid.to(device, dtype)[:, None, :])[:, 0]  # [n*n, C, H, W]
     return images.float().cpu(), what
 
 
@@ -116,13 +103,11 @@ def interpolate(model: nn.Module, a: Tensor, b: Tensor, steps: int = 10) -> Tens
         raise ValueError(f"a and b must have the same shape, got {list(a.shape)} and {list(b.shape)}")
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
-    device, dtype = _device(model)
+    device, dtype = param_device(model)
     za = posterior_means(model, a).to(device, dtype)  # [P, K]
     zb = posterior_means(model, b).to(device, dtype)  # [P, K]
     t = torch.linspace(0, 1, steps, device=device, dtype=dtype)[None, :, None]  # [1, T, 1]
     z = (1 - t) * za[:, None, :] + t * zb[:, None, :]  # [P, T, K]
-    was_training = model.training
-    model.eval()
-    images = mean_image(model, z)  # [P, T, C, H, W]
-    model.train(was_training)
+    with eval_mode(model):
+        images = mean_image(model, z)  # [P, T, C, H, W]
     return images.float().cpu()

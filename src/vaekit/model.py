@@ -6,7 +6,8 @@ The layer layout (and so the ``state_dict`` keys ``encoder.*``, ``decoder.*`` an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,10 @@ from .distributions import kl_diag_std_normal, kl_q_p_exact, log_bernoulli, log_
 if TYPE_CHECKING:
     from .distributed import BatchShard
 
-__all__ = ["SimpleVAE", "ELBOTerms", "generate_images", "mean_image", "LIKELIHOODS", "POSTERIORS"]
+__all__ = [
+    "SimpleVAE", "ELBOTerms", "generate_images", "mean_image", "posterior_params", "param_device", "eval_mode",
+    "LIKELIHOODS", "POSTERIORS",
+]
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("isotropic", "diagonal")
@@ -115,7 +119,7 @@ class SimpleVAE(nn.Module):
 
     def split_posterior(self, phi: Tensor) -> tuple[Tensor, Tensor]:
         """Encoder output -> means [B, K] and log stds [B, 1] (isotropic) or [B, K] (diagonal)."""
-        return phi[:, : self.K], phi[:, self.K :]  # [B, K], [B, 1] or [B, K]
+        return posterior_params(self, phi)
 
     def decode(self, samples_z: Tensor) -> Tensor:
         """Latents [B, N, K] -> decoder output [B, N, 1, H, W]: mean images (Gaussian) or logits (Bernoulli)."""
@@ -208,6 +212,32 @@ class SimpleVAE(nn.Module):
         """Mean reconstructions [B, N, 1, H, W] of x through n samples of z."""
         mu_z, log_sig_z = self.split_posterior(self.encode(x))
         return mean_image(self, rsample_diag(mu_z, log_sig_z, n))
+
+
+def posterior_params(model: nn.Module, phi: Tensor) -> tuple[Tensor, Tensor]:
+    """Encoder output of any module with SimpleVAE's interface -> means [B, K] and log stds:
+    [B, 1] from [B, K+1] (isotropic), or [B, K] from [B, 2K] when ``model.posterior == "diagonal"``."""
+    if getattr(model, "posterior", "isotropic") == "diagonal":
+        k = phi.shape[1] // 2
+        return phi[:, :k], phi[:, k:]  # [B, K], [B, K]
+    return phi[:, :-1], phi[:, -1:]  # [B, K], [B, 1]
+
+
+def param_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of a module's parameters (inputs are moved there)."""
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with ``model.eval()``, then restore its train/eval mode (also on errors)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def mean_image(model: nn.Module, samples_z: Tensor) -> Tensor:

@@ -50,15 +50,22 @@ def image_grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndar
     return grid
 
 
-def plot_samples(images: Tensor, path: str | os.PathLike, title: str = "samples from the prior") -> None:
-    """A grid of images [X, 1, H, W] (grey levels, black background)."""
-    grid = image_grid(images)
-    fig = Figure(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+def _save_grid(
+    grid: np.ndarray, path: str | os.PathLike, title: str, figsize: tuple[float, float], fontsize: float | None = None
+) -> None:
+    """Draw a tiled image array (grey levels in [0, 1], no axes) under ``title`` and write it as PNG."""
+    fig = Figure(figsize=figsize)
     ax = fig.add_subplot()
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(title)
+    ax.set_title(title, **({} if fontsize is None else {"fontsize": fontsize}))  # default: axes.titlesize
     save_figure(fig, path)
+
+
+def plot_samples(images: Tensor, path: str | os.PathLike, title: str = "samples from the prior") -> None:
+    """A grid of images [X, 1, H, W] (grey levels, black background)."""
+    grid = image_grid(images)
+    _save_grid(grid, path, title, (6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
 
 
 def plot_elbo_curve(
@@ -143,24 +150,15 @@ def plot_reconstructions(images: Tensor, recon: Tensor, path: str | os.PathLike,
             pad = images.new_ones(cols - rows[-1].shape[0], *images.shape[1:])
             rows[-2], rows[-1] = torch.cat([rows[-2], pad]), torch.cat([rows[-1], pad])
     grid = image_grid(torch.cat(rows), nrow=cols)
-    fig = Figure(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.5))
-    ax = fig.add_subplot()
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
-    ax.set_title("test images (odd rows) and their reconstructions from E[z|x] (even rows)", fontsize=9)
-    save_figure(fig, path)
+    title = "test images (odd rows) and their reconstructions from E[z|x] (even rows)"
+    _save_grid(grid, path, title, (6, 6 * grid.shape[0] / grid.shape[1] + 0.5), fontsize=9)
 
 
 def plot_latent_map(images: Tensor, path: str | os.PathLike, what: str) -> None:
     """An n x n grid of decoded images [n*n, 1, H, W] (row-major), titled with how z was chosen."""
     n = int(round(math.sqrt(images.shape[0])))
     grid = image_grid(images, nrow=n, pad=0)
-    fig = Figure(figsize=(6.5, 6.8))
-    ax = fig.add_subplot()
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
-    ax.set_title(f"latent map: decoded means for\n{what}", fontsize=9)
-    save_figure(fig, path)
+    _save_grid(grid, path, f"latent map: decoded means for\n{what}", (6.5, 6.8), fontsize=9)
 
 
 def plot_latent_scatter(
@@ -190,9 +188,5 @@ def plot_interpolations(strips: Tensor, path: str | os.PathLike) -> None:
     """Rows of images [P, T, 1, H, W]: each row decodes a straight line in latent space between two test images."""
     p, t = strips.shape[:2]
     grid = image_grid(strips.reshape(p * t, *strips.shape[2:]), nrow=t)
-    fig = Figure(figsize=(7, 7 * grid.shape[0] / grid.shape[1] + 0.5))
-    ax = fig.add_subplot()
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
-    ax.set_title("interpolation between the posterior means of test-image pairs (left to right)", fontsize=9)
-    save_figure(fig, path)
+    title = "interpolation between the posterior means of test-image pairs (left to right)"
+    _save_grid(grid, path, title, (7, 7 * grid.shape[0] / grid.shape[1] + 0.5), fontsize=9)

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 from .checkpoint import CheckpointError, atomic_write_text, read_json
 
-__all__ = ["build_report", "write_report", "REPORT_NAME", "FIGURES"]
+__all__ = ["build_report", "write_report", "read_metrics", "REPORT_NAME", "FIGURES"]
 
 REPORT_NAME = "report.html"
 
@@ -200,7 +200,7 @@ def _warning(text: str) -> str:
 # ---------------------------------------------------------------- reading the run folder
 
 
-def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The per-epoch rows of ``metrics.jsonl`` and a list of problems (malformed lines skipped)."""
     if not path.is_file():
         return [], []
@@ -436,7 +436,7 @@ def build_report(run_dir: str | os.PathLike) -> str:
     if not (run / "config.json").is_file():
         raise CheckpointError(f"{run} is not a vaekit run folder: it has no config.json")
     meta = read_json(run / "config.json")
-    rows, metric_problems = _read_metrics(run / "metrics.jsonl")
+    rows, metric_problems = read_metrics(run / "metrics.jsonl")
     evals: dict[str, dict[str, Any]] = {}
     eval_problems: list[str] = []
     for split in ("test", "train"):
