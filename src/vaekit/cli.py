@@ -197,7 +197,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("--distributed cannot train on device 'mps' (torch.distributed has no MPS backend); use --device cpu or cuda")
         cmd = relaunch_command(args.argv, args.nproc_per_node or default_nproc(device))
         print(f"vaekit train: launching {' '.join(cmd[1:])}", flush=True)
-        sys.stdout.flush()
         os.execv(cmd[0], cmd)  # the process becomes torchrun: signals and the exit status are its own
     with distributed.session(device or "auto"):
         return _train(args)

@@ -191,21 +191,13 @@ class BatchShard:
         """
         return self.take(draw_global(self.size), dim)
 
-    def sum(self, t: Tensor) -> Tensor:
-        """Sum of a (local) tensor over the whole global batch: summed here, then over the ranks."""
-        total = t.sum()
-        if self.world_size > 1:
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total
-
     def mean(self, t: Tensor) -> Tensor:
         """Mean over the whole global batch of a local tensor whose first dim is the local batch
         (e.g. the calibrated decoder's squared errors [B_local, N, D]); detached."""
         t = t.detach()
         if self.world_size == 1:
             return t.mean()
-        total = torch.stack([t.sum(), t.new_tensor(float(t.numel()))])  # [2]: sum, count
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        total = all_reduce_sum(torch.stack([t.sum(), t.new_tensor(float(t.numel()))]))  # [2]: sum, count
         return total[0] / total[1]
 
 
