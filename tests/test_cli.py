@@ -29,7 +29,10 @@ def test_train_writes_the_run_folder(run_dir, capsys):
         assert (run_dir / name).read_bytes()[:8] == PNG_MAGIC
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["train"]["max_steps"] == 3 and cfg["train"]["seed"] == 1
-    assert cfg["model"] == {"latent_dim": 2, "num_filters": 8, "likelihood": "gaussian", "posterior": "isotropic"}
+    assert cfg["model"] == {
+        "arch": "assignment", "latent_dim": 2, "num_filters": 8, "depth": 3, "hidden": "200,200", "activation": None,
+        "likelihood": "gaussian", "posterior": "isotropic",
+    }
     assert cfg["data"]["train_images"] == 60000 and cfg["data"]["test_images"] == 10000
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1
@@ -42,7 +45,7 @@ def test_train_writes_the_run_folder(run_dir, capsys):
 
 def test_the_saved_model_loads(run_dir):
     model, meta = load_run(run_dir)
-    assert model.K == 2 and model.num_filters == 8
+    assert model.K == 2 and model.encoder[0].out_channels == 8
     assert meta["train"]["batch_size"] == 32
     # the weights were trained (not the fresh initialization of the same seed)
     torch.manual_seed(1)
@@ -177,7 +180,7 @@ def test_a_bernoulli_diagonal_run_writes_every_figure_and_the_report(bernoulli_r
     # a Bernoulli log-likelihood of binary images is a log-probability: negative
     assert all(r["test_elbo"] < 0 for r in rows)
     model, meta = load_run(bernoulli_run)
-    assert (model.likelihood, model.posterior, model.K) == ("bernoulli", "diagonal", 3)
+    assert (model.likelihood.name, model.posterior.name, model.K) == ("bernoulli", "diagonal", 3)
     assert model.encoder[5].out_features == 6
     html = (bernoulli_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 6

@@ -25,7 +25,9 @@ from vaekit import SimpleVAE, TrainConfig, fit, rsample, set_seed
 from vaekit.checkpoint import load_weights
 from vaekit.cli import default_nproc, main, relaunch_command
 from vaekit.distributed import BatchShard, shard_bounds
-from vaekit.experiment import CHECKPOINT, RUN_FILES, load_checkpoint
+from vaekit.objectives import elbo as elbo_objective
+from vaekit.checkpoint import CHECKPOINT, load_checkpoint
+from vaekit.experiment import RUN_FILES
 
 from conftest import write_idx
 
@@ -82,24 +84,27 @@ def test_rsample_with_given_noise_and_its_shape_check():
 
 
 @pytest.mark.parametrize("calibrated", [False, True])
-def test_elbo_terms_of_a_whole_shard_are_the_plain_ones(calibrated):
+def test_elbo_with_the_noise_of_a_whole_shard_is_the_plain_one(calibrated):
+    """One process is a data-parallel run of size one: the noise drawn through its shard is the plain draw."""
     set_seed(0)
     model = SimpleVAE(num_filters=4)
     x = torch.rand(6, 1, 28, 28)
     torch.manual_seed(2)
-    plain = model.elbo_terms(x, 3, calibrated)
+    plain = elbo_objective(model, x, samples=3, calibrated=calibrated)
     torch.manual_seed(2)
-    sharded = model.elbo_terms(x, 3, calibrated, shard=BatchShard.whole(6))
+    shard = BatchShard.whole(6)
+    eps = shard.draw(lambda b: torch.randn(3, b, 2), dim=1)
+    sharded = elbo_objective(model, x, samples=3, calibrated=calibrated, eps=eps, batch_mean=shard.mean)
     for a, b in zip(plain, sharded):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="x has 6 images but shard holds 3"):
-        model.elbo_terms(x, 3, shard=BatchShard(6, 0, 3, 2))
+    with pytest.raises(ValueError, match=r"eps must have shape \[N=3, B=6, K=2\], got \[3, 3, 2\]"):
+        elbo_objective(model, x, samples=3, eps=torch.zeros(3, 3, 2))
 
 
 def test_empty_batch_gives_empty_terms():
     """A rank's shard of the last global batch may be empty; the model must take it."""
     model = SimpleVAE(num_filters=4).to(memory_format=torch.channels_last)
-    terms = model.elbo_terms(torch.rand(0, 1, 28, 28), 2)
+    terms = elbo_objective(model, torch.rand(0, 1, 28, 28), samples=2)
     assert terms.loss.shape == (0,)
     terms.loss.sum().backward()  # zero gradients, no error
     assert float(model.decoder[0].weight.grad.abs().sum()) == 0.0
@@ -296,7 +301,8 @@ def test_only_rank_0_writes_and_prints(runs):
     assert writes, "the spy recorded nothing: the test would prove nothing"
     assert {rank for rank, _, _ in writes} == {"0"}
     assert {os.path.basename(p) for _, kind, p in writes if kind == "write"} == set(RUN_FILES)
-    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir()) == sorted(RUN_FILES)
+    listing = lambda run: sorted(p.name for p in run.iterdir() if p.name != ".vaekit.lock")  # noqa: E731
+    assert listing(two) == listing(one) == sorted(RUN_FILES)
     assert stdout.count("done in") == 1 and stdout.count("vaekit train: preset") == 1
     assert "2 processes (gloo), global batch 16" in stdout
 

@@ -15,31 +15,44 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_divergence
 
-from vaekit import SimpleVAE, evaluate, latent_stats, log_likelihood
+from vaekit import VAE, SimpleVAE, evaluate, latent_stats, log_likelihood
 from vaekit.evaluation import LIKELIHOOD_NOTE
 
 D_SHAPE = (1, 2, 3)  # images [C, H, W], D = 6
 D = 6
 
 
-class LinearGaussian(nn.Module):
-    """decode(z) = W z + b; p(x|z) = N(W z + b, sigma^2 I); q(z|x) = N(A (x - b) + c, s^2 [I])."""
+class LinearEncoder(nn.Module):
+    """q(z|x) = N(A (x - b) + c, s^2 [I]): [B, C, H, W] -> [B, K+1] (isotropic) or [B, 2K] (diagonal)."""
 
-    def __init__(self, W, b, log_sigma, A, c, log_s, posterior="isotropic"):
+    def __init__(self, A, b, c, log_s):
         super().__init__()
-        self.W, self.b, self.A, self.c = W, b, A, c
-        self.log_sig_x = nn.Parameter(torch.tensor(float(log_sigma), dtype=torch.float64))
-        self.log_s = log_s  # [1] (isotropic) or [K] (diagonal)
-        self.posterior = posterior
-        self.K = W.shape[1]
+        self.A, self.b, self.c, self.log_s = A, b, c, log_s
 
-    def encoder(self, x):  # [B, C, H, W] -> [B, K+1] or [B, 2K]
+    def forward(self, x):
         flat = x.reshape(x.shape[0], -1)
         mu = (flat - self.b) @ self.A.T + self.c  # [B, K]
         return torch.cat([mu, self.log_s.expand(x.shape[0], -1)], dim=1)
 
-    def decode(self, z):  # [B, N, K] -> [B, N, C, H, W]
-        return (z @ self.W.T + self.b).reshape(*z.shape[:2], *D_SHAPE)
+
+class LinearDecoder(nn.Module):
+    """decode(z) = W z + b: [M, K] -> [M, C, H, W]."""
+
+    def __init__(self, W, b):
+        super().__init__()
+        self.W, self.b = W, b
+
+    def forward(self, z):
+        return (z @ self.W.T + self.b).reshape(z.shape[0], *D_SHAPE)
+
+
+def LinearGaussian(W, b, log_sigma, A, c, log_s, posterior="isotropic"):
+    """x = W z + b + sigma noise as a vaekit.VAE of two hand-written networks (a user's own nets)."""
+    model = VAE(LinearEncoder(A, b, c, log_s), LinearDecoder(W, b), W.shape[1], posterior=posterior, image_shape=D_SHAPE).double()
+    with torch.no_grad():
+        model.log_sig_x.fill_(float(log_sigma))
+    model.W, model.b = W, b
+    return model
 
 
 def _exact_log_px(model, x):
@@ -161,22 +174,16 @@ def test_bernoulli_log_likelihood_matches_numerical_integration():
     w = torch.randn(D, dtype=torch.float64) * 2
     c = torch.randn(D, dtype=torch.float64)
 
-    class BernoulliLinear(nn.Module):
-        likelihood = "bernoulli"
-        K = 1
-
-        def __init__(self):
-            super().__init__()
-            self.dummy = nn.Parameter(torch.zeros((), dtype=torch.float64))
-
-        def encoder(self, x):  # a crude q: N(0.3 * sum(x) - 0.9, 0.8^2)
+    class CrudeEncoder(nn.Module):  # a crude q: N(0.3 * sum(x) - 0.9, 0.8^2)
+        def forward(self, x):
             flat = x.reshape(x.shape[0], -1)
             return torch.stack([0.3 * flat.sum(1) - 0.9, torch.full_like(flat[:, 0], math.log(0.8))], dim=1)
 
-        def decode(self, z):
-            return (z * w + c).reshape(*z.shape[:2], *D_SHAPE)
+    class LinearLogits(nn.Module):
+        def forward(self, z):  # [M, 1] -> [M, C, H, W]
+            return (z[:, :, None] * w + c).reshape(z.shape[0], *D_SHAPE)
 
-    model = BernoulliLinear()
+    model = VAE(CrudeEncoder(), LinearLogits(), 1, likelihood="bernoulli", image_shape=D_SHAPE).double()
     x = torch.bernoulli(torch.full((8, *D_SHAPE), 0.5, dtype=torch.float64), generator=torch.Generator().manual_seed(2))
     z = torch.linspace(-12, 12, 48001, dtype=torch.float64)  # quadrature grid
     log_lik = Bernoulli(logits=z[:, None] * w + c).log_prob(x.reshape(8, 1, D)).sum(-1)  # [8, G]

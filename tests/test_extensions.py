@@ -20,7 +20,7 @@ from vaekit import SimpleVAE, TrainConfig, binarize, fit, generate_images
 from vaekit.data import BINARIZE_SEED
 from vaekit.distributions import kl_diag_std_normal, log_bernoulli, log_prob_diag, rsample, rsample_diag
 from vaekit.latents import interpolate, latent_grid, pca, posterior_means, reconstruct
-from vaekit.model import mean_image
+from vaekit.objectives import elbo as elbo_objective
 
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -202,7 +202,7 @@ def test_bad_inputs_raise_naming_the_argument(call, exc, name):
 def ref_terms(model, x, n, seed, calibrated=False):
     """ELBO terms of ``model`` at ``x``, written out with torch.distributions.
 
-    Re-seeds the global RNG so that the reparameterization noise is the one elbo_terms draws
+    Re-seeds the global RNG so that the reparameterization noise is the one the ELBO objective draws
     (the noise is [N, B, K], as ``Normal(...).rsample([N])`` draws it).
     """
     k = model.K
@@ -215,7 +215,7 @@ def ref_terms(model, x, n, seed, calibrated=False):
         z = Normal(mu, sigma).rsample([n]).permute(1, 0, 2)  # [B, N, K]
         out = model.decode(z).reshape(x.shape[0], n, -1)  # [B, N, D]
     xf = x.reshape(x.shape[0], 1, -1).expand_as(out)
-    if model.likelihood == "bernoulli":
+    if model.likelihood.name == "bernoulli":
         rec = Independent(Bernoulli(logits=out), 1).log_prob(xf).mean(1)
         sig_x = None
     else:
@@ -232,7 +232,7 @@ def ref_terms(model, x, n, seed, calibrated=False):
 def model_terms(model, x, n, seed, calibrated=False):
     torch.manual_seed(seed)
     with torch.no_grad():
-        return model.elbo_terms(x, n, calibrated)
+        return elbo_objective(model, x, samples=n, calibrated=calibrated)
 
 
 @pytest.mark.parametrize(
@@ -259,7 +259,7 @@ def test_diagonal_posterior_layout():
     assert model.encoder[-1].out_features == 6
     x = grey_images(2)
     phi = model.encode(x)
-    mu, log_sig = model.split_posterior(phi)
+    mu, log_sig = model.posterior.split(phi)
     assert torch.equal(mu, phi[:, :3]) and torch.equal(log_sig, phi[:, 3:])
     assert tiny(K=3).encoder[-1].out_features == 4
 
@@ -267,7 +267,7 @@ def test_diagonal_posterior_layout():
 @pytest.mark.parametrize("calibrated", [False, True])
 def test_default_model_is_isotropic_gaussian_and_unchanged(calibrated):
     model = tiny(K=2)
-    assert model.likelihood == "gaussian" and model.posterior == "isotropic"
+    assert model.likelihood.name == "gaussian" and model.posterior.name == "isotropic"
     assert model.encoder[-1].out_features == 3 and model.log_sig_x.requires_grad
     with torch.no_grad():
         model.log_sig_x.fill_(-1.2)
@@ -300,12 +300,12 @@ def test_mean_image_of_bernoulli_is_the_sigmoid_of_the_logits():
     z = rand(3, 2, 2, seed=12).float()
     with torch.no_grad():
         logits = model.decode(z)
-        got = mean_image(model, z)
+        got = model.mean_image(z)
     ref = 1.0 / (1.0 + np.exp(-logits.double().numpy()))
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
     gauss = tiny()
     with torch.no_grad():
-        assert torch.equal(mean_image(gauss, z), gauss.decode(z))
+        assert torch.equal(gauss.mean_image(z), gauss.decode(z))
 
 
 def test_generated_images_of_a_bernoulli_model_are_probabilities():
@@ -395,15 +395,15 @@ def test_binarize_rejects_integer_images():
 
 
 def recorded_batches(model, images, binarize_mode, monkeypatch, seed=0):
-    """Train 2 epochs of one batch each; return the x that elbo_terms saw in each step."""
+    """Train 2 epochs of one batch each; return the x that the model encoded in each step."""
     seen = []
-    original = model.elbo_terms
+    original = model.encode
 
     def spy(x, *args, **kwargs):
         seen.append(x.detach().clone())
         return original(x, *args, **kwargs)
 
-    monkeypatch.setattr(model, "elbo_terms", spy)
+    monkeypatch.setattr(model, "encode", spy)
     cfg = TrainConfig(epochs=2, batch_size=len(images), samples=1, device="cpu", binarize=binarize_mode, seed=0)
     torch.manual_seed(seed)
     fit(model, images, cfg, progress=False)
@@ -500,7 +500,7 @@ def test_pca_pads_missing_directions_with_zeros():
 def decode_points(model, z):
     """mean images [P, C, H, W] of latents [P, K], in eval mode."""
     with torch.no_grad():
-        return mean_image(model.eval(), torch.as_tensor(np.asarray(z), dtype=torch.float32)[:, None, :])[:, 0]
+        return model.eval().mean_image(torch.as_tensor(np.asarray(z), dtype=torch.float32)[:, None, :])[:, 0]
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
@@ -566,7 +566,7 @@ def test_interpolate_endpoints_and_midpoint():
     torch.testing.assert_close(strips[:, 0], decode_points(model, za), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(strips[:, -1], decode_points(model, zb), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(strips[:, 2], decode_points(model, (za + zb) / 2), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(strips[:, 0], mean_image(model, posterior_means(model, a)[:, None])[:, 0].detach())
+    torch.testing.assert_close(strips[:, 0], model.mean_image(posterior_means(model, a)[:, None])[:, 0].detach())
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ import torch
 
 from vaekit import SimpleVAE, TrainConfig, fit, set_seed
 from vaekit.checkpoint import load_weights, save_weights
-from vaekit.experiment import CHECKPOINT, load_checkpoint, train_run
+from vaekit.checkpoint import CHECKPOINT, load_checkpoint, state_from_tensors, state_to_tensors
+from vaekit.experiment import train_run
 from vaekit.config import ModelConfig
-from vaekit.train import NonFiniteError, state_from_tensors, state_to_tensors
+from vaekit.train import NonFiniteError
 
 TINY = TrainConfig(epochs=4, batch_size=16, samples=2, lr=1e-3, device="cpu", seed=3)
 

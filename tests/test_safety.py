@@ -107,7 +107,7 @@ def _no_debug(monkeypatch):
 def test_the_good_run_loads_and_samples(good_run, tmp_path, capsys):
     """Positive control: the untouched folder loads, so every failure below comes from the one change."""
     model, meta = load_run(good_run)
-    assert model.K == 2 and model.num_filters == 4 and meta["model"] == CONFIG_DICT["model"]
+    assert model.K == 2 and model.encoder[0].out_channels == 4 and meta["model"] == CONFIG_DICT["model"]
     expected, _ = load_weights(good_run / WEIGHTS)
     for key, t in model.state_dict().items():
         assert torch.equal(t, expected[key]), key

@@ -4,6 +4,7 @@ The public API::
 
     from vaekit import log_prob, kl_q_p_mc, kl_q_p_exact, rsample, elbo   # the math
     from vaekit import SimpleVAE, train_vae, generate_images, set_seed     # model and training
+    from vaekit import VAE, fit, ModelConfig, TrainConfig                  # models of parts, the trainer
     from vaekit import load_dataset, evaluate, log_likelihood, load_run   # data, evaluation, runs
 """
 
@@ -16,7 +17,7 @@ from .distributions import elbo, kl_q_p_exact, kl_q_p_mc, log_prob, rsample
 from .evaluation import evaluate, evaluate_elbo, latent_stats, log_likelihood
 from .experiment import eval_run, load_run, sample_run, train_run
 from .latents import interpolate, latent_grid, posterior_means, reconstruct
-from .model import SimpleVAE, generate_images
+from .model import VAE, SimpleVAE, generate_images
 from .train import fit, set_seed, train_vae
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "kl_q_p_exact",
     "rsample",
     "elbo",
+    "VAE",
     "SimpleVAE",
     "generate_images",
     "train_vae",

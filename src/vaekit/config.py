@@ -13,6 +13,11 @@ from typing import Any
 
 import torch
 
+from .architectures import ACTIVATIONS, ARCHITECTURES
+from .likelihoods import LIKELIHOODS
+from .objectives import OBJECTIVES
+from .posteriors import POSTERIORS
+
 __all__ = ["ModelConfig", "TrainConfig", "PRESETS", "resolve_device", "config_to_dict", "config_from_dict"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -24,19 +29,35 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    """The architecture of a SimpleVAE."""
+    """The VAE: its networks (an architecture and its options), latent size, likelihood and posterior.
 
+    Saved in every run's config.json; ``experiment.build_model`` rebuilds the model from it
+    and the data's image shape.
+    """
+
+    arch: str | None = _f(
+        None,
+        "networks: assignment (the assignment's conv nets), mlp (fully connected), conv (strided convs, any image "
+        "shape); default: assignment for 28x28 single-channel images, conv otherwise",
+        choices=tuple(sorted(ARCHITECTURES)),
+    )
     latent_dim: int = _f(2, "latent dimensionality K", min=1)
-    num_filters: int = _f(32, "channels of the hidden conv layers", min=1)
+    num_filters: int = _f(32, "assignment and conv: channels of the hidden conv layers (conv: of the first, doubling per layer)", min=1)
+    depth: int = _f(3, "conv: stride-2 conv layers in the encoder, mirrored in the decoder", min=1)
+    hidden: str = _f("200,200", "mlp: hidden layer widths of the encoder, comma-separated (the decoder mirrors them)")
+    activation: str | None = _f(
+        None, "mlp and conv: hidden activation (default: tanh for mlp, relu for conv)", choices=tuple(ACTIVATIONS),
+    )
     likelihood: str = _f(
         "gaussian",
-        "decoder likelihood: gaussian (scalar sigma_x, the assignment's) or bernoulli (logits; for binarized images)",
-        choices=("gaussian", "bernoulli"),
+        "decoder likelihood: gaussian (scalar sigma_x, the assignment's), bernoulli (logits; for binarized images) "
+        "or continuous-bernoulli (logits; a proper density for grey pixels)",
+        choices=tuple(LIKELIHOODS),
     )
     posterior: str = _f(
         "isotropic",
         "encoder posterior: isotropic (one std, the assignment's) or diagonal (one std per latent dimension)",
-        choices=("isotropic", "diagonal"),
+        choices=tuple(POSTERIORS),
     )
 
 
@@ -47,7 +68,16 @@ class TrainConfig:
     dataset: str = _f("mnist", "mnist, fashion-mnist, or a folder holding the four IDX files")
     epochs: int = _f(4, "passes over the training set", min=1)
     batch_size: int = _f(64, "images per optimizer step", min=1)
-    samples: int = _f(1, "samples of z per image per step (N)", min=1)
+    objective: str = _f(
+        "elbo",
+        "what training maximizes: elbo (with --samples N samples of z; --beta for a beta-VAE) or iwae "
+        "(the importance-weighted bound with --iw-samples k, Burda et al. 2016)",
+        choices=tuple(OBJECTIVES),
+    )
+    samples: int = _f(1, "elbo: samples of z per image per step (N)", min=1)
+    iw_samples: int = _f(5, "iwae: importance samples per image per step (k)", min=1)
+    beta: float = _f(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017; 1 = the ELBO)", min=0.0)
+    kl_warmup: int = _f(0, "KL warm-up: beta rises linearly from 0 to --beta over this many steps (0: off)", min=0)
     lr: float = _f(1.5e-3, "Adam learning rate", gt=0.0)
     lr_schedule: str = _f(
         "anneal",

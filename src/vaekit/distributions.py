@@ -32,6 +32,9 @@ __all__ = [
     "kl_diag_std_normal",
     "rsample_diag",
     "log_bernoulli",
+    "log_cb_normalizer",
+    "cb_mean",
+    "log_continuous_bernoulli",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -387,3 +390,57 @@ def log_bernoulli(x: Tensor, logits: Tensor) -> Tensor:
     # x l - softplus(l) = -(x softplus(-l) + (1 - x) softplus(l)); this form keeps its relative
     # accuracy for confident predictions (softplus(-l) ~ exp(-l) instead of l - l)
     return -(x * softplus(-logits) + (1.0 - x) * softplus(logits)).sum(dim=-1)
+
+
+def _check_elementwise(name: str, t: object) -> Tensor:
+    if not isinstance(t, Tensor) or not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {getattr(t, 'dtype', type(t).__name__)}")
+    return t
+
+
+def log_cb_normalizer(logits: Tensor) -> Tensor:
+    """log C(lambda) of the continuous Bernoulli with lambda = sigmoid(logits), elementwise, in nats.
+
+    p(x | lambda) = C(lambda) lambda^x (1 - lambda)^(1 - x) on [0, 1]  (Loaiza-Ganem & Cunningham 2019, eq. 7),
+    C(lambda) = 2 atanh(1 - 2 lambda) / (1 - 2 lambda), and C(1/2) = 2.
+
+    In logits l, 1 - 2 lambda = -tanh(l / 2) and atanh(1 - 2 lambda) = -l / 2, so C = l / tanh(l / 2):
+    computed as log|l| - log(1 - e^-|l|) + log(1 + e^-|l|) away from l = 0, and by its Taylor series
+    log 2 + l^2/12 - 7 l^4/1440 for |l| < 1e-2 (error below 1e-15), so it is exact at and near 1/2
+    and has finite gradients everywhere.
+    """
+    logits = _check_elementwise("logits", logits)
+    a = logits.abs()
+    small = a < 1e-2
+    safe = torch.where(small, torch.ones_like(a), a)  # keeps the other branch (and its gradient) finite
+    far = safe.log() - torch.log(-torch.expm1(-safe)) + torch.log1p(torch.exp(-safe))
+    a2 = a * a
+    near = math.log(2.0) + a2 / 12.0 - 7.0 * a2 * a2 / 1440.0
+    return torch.where(small, near, far)
+
+
+def cb_mean(logits: Tensor) -> Tensor:
+    """Mean of the continuous Bernoulli with lambda = sigmoid(logits), elementwise, in [0, 1].
+
+    E[x] = lambda / (2 lambda - 1) + 1 / (2 atanh(1 - 2 lambda))  (Loaiza-Ganem & Cunningham 2019),
+    = lambda / tanh(l / 2) - 1 / l in logits, and 1/2 + l/12 - l^3/720 for |l| < 1e-2.
+    """
+    logits = _check_elementwise("logits", logits)
+    small = logits.abs() < 1e-2
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    far = torch.sigmoid(safe) / torch.tanh(safe / 2.0) - 1.0 / safe
+    near = 0.5 + logits / 12.0 - logits.pow(3) / 720.0
+    return torch.where(small, near, far)
+
+
+def log_continuous_bernoulli(x: Tensor, logits: Tensor) -> Tensor:
+    """log CB(x; sigmoid(logits)) summed over the last dim, in nats: log_bernoulli(x, l) + log C(l).
+
+    Args:
+        x:      [..., D] values in [0, 1] (grey pixels).
+        logits: [..., D] decoder logits (broadcastable to x).
+
+    Returns:
+        [...]: the log density of each row (can be positive: a density on [0, 1]^D).
+    """
+    return log_bernoulli(x, logits) + log_cb_normalizer(logits).expand_as(x).sum(dim=-1)

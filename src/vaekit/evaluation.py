@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
-from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, log_bernoulli, log_prob_diag, rsample
-from .model import SimpleVAE, eval_mode, mean_image, param_device, posterior_params
+from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, log_prob_diag, rsample
+from .model import VAE, eval_mode, param_device
+from .objectives import elbo as elbo_objective
 
 __all__ = ["evaluate", "evaluate_elbo", "log_likelihood", "latent_stats", "kl_mc_error", "seeded_rng", "LIKELIHOOD_NOTE"]
 
@@ -46,13 +47,9 @@ def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _log_px(model: nn.Module, x: Tensor, out: Tensor) -> Tensor:
+def _log_px(model: VAE, x: Tensor, out: Tensor) -> Tensor:
     """log p(x|z) [B, N] for images x [B, D] and decoder outputs [B, N, D], in x's dtype."""
-    x = x[:, None, :].expand_as(out)  # [B, N, D]
-    if getattr(model, "likelihood", "gaussian") == "bernoulli":
-        return log_bernoulli(x, out)  # [B, N]
-    log_sig_x = model.log_sig_x.detach().to(x.dtype).reshape(1, 1, 1)  # [1, 1, 1]
-    return log_prob_diag(x, out, log_sig_x)  # [B, N]
+    return model.likelihood.log_prob(x[:, None, :].expand_as(out), out, model.log_sig_x.detach())  # [B, N]
 
 
 def _mean_se(values: Tensor) -> tuple[float, float]:
@@ -69,7 +66,7 @@ def _blocks(m: int, size: int) -> Iterator[slice]:
 
 @torch.no_grad()
 def log_likelihood(
-    model: nn.Module, x: Tensor, k: int = 1000, *, seed: int | None = 0, max_decodes: int = 2048
+    model: VAE, x: Tensor, k: int = 1000, *, seed: int | None = 0, max_decodes: int = 2048
 ) -> Tensor:
     """Importance-sampled log p(x) per image [B], in nats (float64), with exactly ``k`` samples.
 
@@ -79,10 +76,7 @@ def log_likelihood(
     samples), so memory is bounded by ``max_decodes`` decoded images at a time, whatever k.
 
     Args:
-        model: a SimpleVAE or any module with its interface: ``encoder(x) -> [B, K+1]``
-            (or ``[B, 2K]`` with ``posterior = "diagonal"``), ``decode(z [B, N, K]) ->
-            [B, N, C, H, W]``, a scalar ``log_sig_x`` (unless ``likelihood = "bernoulli"``,
-            whose decoder gives logits).
+        model: a ``vaekit.VAE`` (SimpleVAE, or built from any encoder and decoder).
         x: images [B, C, H, W].
         k: number of importance samples per image (>= 1).
         seed: seeds a forked RNG (the same seed gives the same estimate); None draws from
@@ -106,7 +100,7 @@ def log_likelihood(
             xb = x[rows].to(device, dtype)  # [b, C, H, W]
             b = xb.shape[0]
             x64 = xb.reshape(b, -1).double()  # [b, D]
-            mu, log_sig = (t.double() for t in posterior_params(model, model.encoder(xb)))  # [b, K], [b, 1 or K]
+            mu, log_sig = (t.double() for t in model.posterior.split(model.encode(xb)))  # [b, K], [b, 1 or K]
             total = torch.full((b,), -math.inf, dtype=torch.float64, device=device)  # running logsumexp
             chunk = max(1, max_decodes // b)
             for start in range(0, k, chunk):
@@ -126,10 +120,10 @@ def log_likelihood(
 
 @torch.no_grad()
 def evaluate_elbo(
-    model: SimpleVAE, images: Tensor, n_samples: int = 10, batch_size: int = 500, seed: int = 0,
+    model: VAE, images: Tensor, n_samples: int = 10, batch_size: int = 500, seed: int = 0,
     *, sharded: bool = False,
 ) -> dict[str, float]:
-    """ELBO of ``images`` [M, 1, H, W] under ``model`` with its current sigma_x.
+    """ELBO of ``images`` [M, C, H, W] under ``model`` with its current sigma_x.
 
     Returns nats per image: ``elbo`` (higher is better) and its standard error
     ``elbo_se``, the reconstruction term ``rec`` = E_q log p(x|z), and ``kl``.
@@ -145,13 +139,12 @@ def evaluate_elbo(
     sharded = sharded and distributed.current() is not None
     with eval_mode(model), seeded_rng(seed, device):
         for start in range(0, images.shape[0], batch_size):
-            x = images[start : start + batch_size]  # [b, 1, H, W]
-            if sharded:
-                shard = distributed.BatchShard.of(x.shape[0])
-                terms = model.elbo_terms(shard.take(x).to(device, dtype), n_samples, shard=shard)  # [b_rank]
-            else:
-                terms = model.elbo_terms(x.to(device, dtype), n_samples)
-            elbo.append(-terms.loss.double())
+            x = _as_float(images[start : start + batch_size])  # [b, C, H, W]
+            shard = distributed.BatchShard.of(x.shape[0]) if sharded else distributed.BatchShard.whole(x.shape[0])
+            # this process's slice of the noise drawn for the whole batch (all of it in one process)
+            eps = shard.draw(lambda b: torch.empty((n_samples, b, model.latent_dim), dtype=dtype, device=device).normal_(), dim=1)
+            terms = elbo_objective(model, shard.take(x).to(device, dtype), samples=n_samples, eps=eps)  # [b_rank]
+            elbo.append(terms.elbo.double())
             rec.append(terms.rec.double())
             kl.append(terms.kl.double())
     if sharded:
@@ -196,7 +189,7 @@ def kl_mc_error(
 
 
 @torch.no_grad()
-def latent_stats(model: nn.Module, images: Tensor, batch_size: int = 500) -> dict[str, Any]:
+def latent_stats(model: VAE, images: Tensor, batch_size: int = 500) -> dict[str, Any]:
     """Latent diagnostics over ``images`` [M, C, H, W].
 
     Returns ``kl_per_dim`` (KL(q || N(0, I)) of each latent dimension, nats, mean over
@@ -209,10 +202,10 @@ def latent_stats(model: nn.Module, images: Tensor, batch_size: int = 500) -> dic
     means, kls, sq_err = [], [], 0.0
     with eval_mode(model):
         for rows in _blocks(images.shape[0], batch_size):
-            x = images[rows].to(device, dtype)  # [b, C, H, W]
-            mu, log_sig = posterior_params(model, model.encoder(x))  # [b, K], [b, 1 or K]
+            x = _as_float(images[rows]).to(device, dtype)  # [b, C, H, W]
+            mu, log_sig = model.posterior.split(model.encode(x))  # [b, K], [b, 1 or K]
             kls.append(kl_diag_std_normal(mu.double(), log_sig.double()).sum(dim=0))  # [K]
-            recon = mean_image(model, mu[:, None, :])[:, 0]  # [b, C, H, W]
+            recon = model.mean_image(mu[:, None, :])[:, 0]  # [b, C, H, W]
             sq_err += (recon.double() - x.double()).pow(2).sum().item()
             means.append(mu.double().cpu())
     m = torch.cat(means)  # [M, K]
@@ -228,7 +221,7 @@ def latent_stats(model: nn.Module, images: Tensor, batch_size: int = 500) -> dic
 
 
 def evaluate(
-    model: SimpleVAE,
+    model: VAE,
     images: Tensor,
     *,
     k: int = 1000,
@@ -237,7 +230,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Everything ``vaekit eval`` reports for ``images`` [M, 1, H, W], per image.
+    """Everything ``vaekit eval`` reports for ``images`` [M, C, H, W], per image.
 
     * ``elbo``, ``elbo_se``, ``rec``, ``kl``: the ELBO with ``n_samples`` samples of z (nats);
     * ``log_likelihood``, ``log_likelihood_se``: importance-sampled log p(x) with exactly ``k``
@@ -263,5 +256,10 @@ def evaluate(
     stats = latent_stats(model, images, batch_size)
     stats.pop("means")
     result.update(stats)
-    result["likelihood"] = getattr(model, "likelihood", "gaussian")
+    result["likelihood"] = model.likelihood.name
     return result
+
+
+def _as_float(images: Tensor) -> Tensor:
+    """uint8 pixels -> float32 in [0, 1]; floats unchanged."""
+    return images if images.is_floating_point() else images.to(torch.float32).div_(255.0)

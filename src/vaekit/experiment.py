@@ -3,7 +3,7 @@
 A run folder holds::
 
     config.json        model and training configs, dataset, device, versions
-    model.safetensors  the weights (state_dict of a SimpleVAE), rewritten each epoch
+    model.safetensors  the weights (state_dict of the VAE), rewritten each epoch
     metrics.jsonl      one JSON object per epoch: train/test ELBO (nats per image), sigma_x, seconds
     elbo_curve.png     the training curve with per-epoch train and test ELBO
     samples.png        64 images decoded from z ~ N(0, I)
@@ -24,6 +24,8 @@ be on a filesystem they share).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import platform
@@ -35,34 +37,59 @@ from typing import Any
 import torch
 
 from . import __version__, distributed
-from .checkpoint import CheckpointError, atomic_write_text, load_weights, read_json, save_weights
+from .architectures import build_networks, count_parameters, flops_per_image
+from .checkpoint import (
+    CHECKPOINT, CheckpointError, RunLock, TrainState, atomic_write_text, load_checkpoint, load_weights, read_json, save_checkpoint,
+)
 from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
 from .data import ImageData, binarize, load_dataset
 from .evaluation import LIKELIHOOD_NOTE, evaluate, evaluate_elbo, seeded_rng
 from .latents import interpolate, latent_grid, pca, posterior_means, reconstruct
-from .model import SimpleVAE, generate_images
+from .model import VAE, generate_images, param_device
+from .objectives import OBJECTIVES
 from .plots import (
     image_grid, plot_elbo_curve, plot_interpolations, plot_latent_map, plot_latent_scatter, plot_reconstructions, plot_samples,
 )
+from .posteriors import make_posterior
 from .report import read_metrics, write_report
-from .train import TrainState, fit, set_seed, state_from_tensors, state_to_tensors
+from .train import fit, set_seed
 
 __all__ = [
     "train_run", "load_run", "sample_run", "eval_run", "figures_run", "write_run_figures",
-    "save_checkpoint", "load_checkpoint", "build_model", "split_images", "RUN_FILES", "FIGURES",
+    "build_model", "resolve_arch", "describe_model", "split_images", "RUN_FILES", "FIGURES",
 ]
 
-CHECKPOINT = "checkpoint.safetensors"
-CHECKPOINT_FORMAT = "vaekit.checkpoint/1"
 FIGURES = ("elbo_curve.png", "samples.png", "reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png")
 RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", *FIGURES, "report.html", CHECKPOINT)
 
 
-def build_model(model_cfg: ModelConfig, image_size: int = 28) -> SimpleVAE:
-    """The SimpleVAE that ``model_cfg`` describes, for square images of side ``image_size``."""
-    return SimpleVAE(
-        K=model_cfg.latent_dim, num_filters=model_cfg.num_filters, image_size=image_size,
-        likelihood=model_cfg.likelihood, posterior=model_cfg.posterior,
+def resolve_arch(model_cfg: ModelConfig, image_shape: tuple[int, int, int]) -> str:
+    """``model_cfg.arch``, or the default for these images: "assignment" for 28x28 grey, else "conv"."""
+    if model_cfg.arch is not None:
+        return model_cfg.arch
+    return "assignment" if tuple(image_shape) == (1, 28, 28) else "conv"
+
+
+def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> VAE:
+    """The VAE that ``model_cfg`` describes, for images of shape [C, H, W] (as nanoGPT rebuilds from model_args).
+
+    Raises ValueError (naming the architecture and the shape) if the architecture can't take these images.
+    """
+    cfg = dataclasses.replace(model_cfg, arch=resolve_arch(model_cfg, image_shape))
+    posterior = make_posterior(cfg.posterior)
+    encoder, decoder = build_networks(cfg, image_shape, posterior.num_params(cfg.latent_dim))
+    return VAE(encoder, decoder, cfg.latent_dim, likelihood=cfg.likelihood, posterior=posterior, image_shape=image_shape)
+
+
+def describe_model(model: VAE, arch: str) -> str:
+    """One line: architecture, parameter count and forward FLOPs per image of encoder and decoder."""
+    shape = model.image_shape or (1, 28, 28)
+    enc = flops_per_image(model.encoder, torch.zeros(1, *shape))
+    dec = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
+    return (
+        f"model: arch {arch}, {count_parameters(model) / 1e6:.3f}M parameters, K={model.latent_dim}, "
+        f"{model.posterior.name} posterior, {model.likelihood.name} likelihood; forward FLOPs per image: encoder "
+        f"{enc / 1e6:.2f}M + decoder {dec / 1e6:.2f}M per sample of z"
     )
 
 
@@ -110,42 +137,6 @@ def _config_section(run: Path, meta: dict[str, Any], key: str, cls: type):
     return cfg
 
 
-def save_checkpoint(out: Path, model: SimpleVAE, state: TrainState, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """Write checkpoint.safetensors (model, optimizer, RNG, position, config, metrics), then
-    the files people read (model.safetensors, metrics.jsonl), each atomically.
-
-    The checkpoint is the source of truth: a crash between the writes is repaired on resume.
-    """
-    tensors, info = state_to_tensors(state)
-    tensors.update({f"model/{k}": v for k, v in model.state_dict().items()})
-    info.update(format=CHECKPOINT_FORMAT, config=meta, metrics=rows)
-    save_weights(out / CHECKPOINT, tensors, {"vaekit": json.dumps(info)})
-    save_weights(out / "model.safetensors", model.state_dict(), {"format": "vaekit.SimpleVAE"})
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], TrainState, list[dict[str, Any]]]:
-    """Read a run's checkpoint: (model state_dict, TrainState, metrics rows); CheckpointError if unusable."""
-    path = out / CHECKPOINT
-    if not path.exists():
-        raise CheckpointError(f"nothing to resume: {path} does not exist (was the run started by vaekit train?)")
-    tensors, header = load_weights(path)
-    try:
-        info = json.loads(header["vaekit"])
-        if info.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"format {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        state = state_from_tensors(tensors, info)
-        rows = list(info["metrics"])
-        if not (0 <= state.epoch_start_step <= state.step == len(state.elbos)):
-            raise ValueError(f"inconsistent position: step {state.step}, {len(state.elbos)} ELBO values, epoch start {state.epoch_start_step}")
-        if state.rng["torch"].shape != torch.get_rng_state().shape:
-            raise ValueError(f"rng/torch has shape {list(state.rng['torch'].shape)}, expected {list(torch.get_rng_state().shape)}")
-    except (KeyError, ValueError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not a vaekit checkpoint: {type(e).__name__}: {e}") from None
-    model_sd = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-    return model_sd, state, rows
-
-
 def train_run(
     model_cfg: ModelConfig | None,
     train_cfg: TrainConfig | None,
@@ -156,19 +147,38 @@ def train_run(
     resume: bool = False,
     device: str | None = None,
 ) -> Path:
-    """Train a SimpleVAE as configured and write the run folder ``out_dir``; returns its path.
+    """Train a VAE as configured and write the run folder ``out_dir``; returns its path.
 
     With ``resume=True`` the configs come from ``out_dir/config.json`` (pass None) and
     training continues from ``out_dir/checkpoint.safetensors``; ``device`` may move it.
+    The process holds the folder's lock (``checkpoint.RunLock``) while it writes there.
     """
     out = Path(out_dir)
+    dist_info = distributed.current()
+    main = dist_info is None or dist_info.is_main  # the only process that writes files
+    with contextlib.ExitStack() as stack:
+        if resume:
+            if not out.is_dir():
+                raise CheckpointError(f"cannot resume: run folder {out} does not exist")
+            if main:
+                stack.enter_context(RunLock(out))
+        else:
+            assert model_cfg is not None and train_cfg is not None
+            validate(model_cfg)
+            validate(train_cfg)
+            distributed.run_on_main(lambda: _refuse_existing_out_dir(out, overwrite))  # before the data is loaded
+        return _train_run(model_cfg, train_cfg, out, stack, overwrite=overwrite, progress=progress, resume=resume, device=device)
+
+
+def _train_run(
+    model_cfg: ModelConfig | None, train_cfg: TrainConfig | None, out: Path, stack: contextlib.ExitStack, *,
+    overwrite: bool, progress: bool, resume: bool, device: str | None,
+) -> Path:
     state, rows, model_sd = None, [], None
     dist_info = distributed.current()
     world = 1 if dist_info is None else dist_info.world_size
-    main = dist_info is None or dist_info.is_main  # the only process that writes files
+    main = dist_info is None or dist_info.is_main
     if resume:
-        if not out.is_dir():
-            raise CheckpointError(f"cannot resume: run folder {out} does not exist")
         meta = read_json(out / "config.json")
         model_cfg = _config_section(out, meta, "model", ModelConfig)
         train_cfg = _config_section(out, meta, "train", TrainConfig)
@@ -177,31 +187,30 @@ def train_run(
         model_sd, state, rows = load_checkpoint(out)
         if state.finished and main:
             print(f"the run in {out} already finished ({state.step} steps); nothing to resume")
-    else:
-        assert model_cfg is not None and train_cfg is not None
-        validate(model_cfg)
-        validate(train_cfg)
-    device = resolve_device(train_cfg.device)  # fail early on an unavailable device
-    if not resume:
-        distributed.run_on_main(lambda: _refuse_existing_out_dir(out, overwrite))  # before the data is loaded
+    assert model_cfg is not None and train_cfg is not None
+    train_device = resolve_device(train_cfg.device)  # fail early on an unavailable device
 
     data = load_dataset(train_cfg.dataset)
     global_batch = train_cfg.batch_size * world
     if global_batch > len(data.train_images):
         per_rank = f" (global batch {global_batch} = batch_size x {world} processes)" if world > 1 else ""
         raise ValueError(f"batch_size={train_cfg.batch_size}{per_rank} is larger than the {len(data.train_images)} training images of {data.name}")
+    image_shape = tuple(data.train_images.shape[1:])  # [C, H, W]
+    model_cfg.arch = resolve_arch(model_cfg, image_shape)  # recorded in config.json, so load_run rebuilds the same
+    set_seed(train_cfg.seed)
+    model = build_model(model_cfg, image_shape)  # before anything is written: a shape the arch can't take fails here
+    if main:
+        print(describe_model(model, model_cfg.arch), flush=True)
     if not resume:
 
         def make_out_dir() -> None:
             _make_out_dir(out)
+            stack.enter_context(RunLock(out))  # before anything in the folder changes
             (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
 
         distributed.run_on_main(make_out_dir)
-    image_size = data.train_images.shape[-1]
     test_images = split_images(data, train_cfg, "test")
     tensorboard = _tensorboard_writer(out) if train_cfg.tensorboard and main else None
-    set_seed(train_cfg.seed)
-    model = build_model(model_cfg, image_size)
     if resume:
         try:
             model.load_state_dict(model_sd)
@@ -212,8 +221,11 @@ def train_run(
             "vaekit_version": __version__,
             "model": config_to_dict(model_cfg),
             "train": config_to_dict(train_cfg),
-            "data": {"name": data.name, "image_size": image_size, "train_images": len(data.train_images), "test_images": len(data.test_images)},
-            "device": str(device),
+            "data": {
+                "name": data.name, "image_size": image_shape[-1], "image_shape": list(image_shape),
+                "train_images": len(data.train_images), "test_images": len(data.test_images),
+            },
+            "device": str(train_device),
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -225,7 +237,7 @@ def train_run(
 
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
         test = evaluate_elbo(model, test_images, n_samples=train_cfg.eval_samples, seed=train_cfg.seed, sharded=True)
-        rows.append({
+        row = {
             "epoch": epoch + 1,
             "steps": stats["steps"],
             "train_elbo": stats["train_elbo"],
@@ -233,16 +245,20 @@ def train_run(
             "test_elbo_se": test["elbo_se"],
             "test_rec": test["rec"],
             "test_kl": test["kl"],
-            "sigma_x": stats["sigma_x"] if model_cfg.likelihood == "gaussian" else None,
+            "sigma_x": stats["sigma_x"] if model.likelihood.has_scale else None,
             "skipped_nonfinite": stats["skipped"],
             "seconds": stats["seconds"],
-        })
+        }
+        if "train_objective" in stats:  # a beta-weighted or IWAE loss, under its own name
+            row["train_objective"] = stats["train_objective"]
+            row["objective"] = objective_name(train_cfg)
+        rows.append(row)
         if tensorboard is not None:
             _tensorboard_epoch(tensorboard, model, rows[-1], train_cfg.seed)
 
     def on_checkpoint(st: TrainState) -> None:
         if main:  # the other ranks hold the same state; they go on and wait at the next collective
-            save_checkpoint(out, model, st, rows, meta)
+            save_checkpoint(out, model.state_dict(), st, rows, meta)
 
     if state is not None and state.finished:  # only the figures may be missing (killed while drawing)
         batch_elbos = state.elbos.tolist()
@@ -262,8 +278,18 @@ def train_run(
     return out
 
 
+def objective_name(train_cfg: TrainConfig) -> str:
+    """How the training objective is named in metrics: e.g. "elbo", "elbo(beta=4)", "iwae(k=50)"."""
+    objective = OBJECTIVES[train_cfg.objective]
+    name = f"{train_cfg.objective}(k={train_cfg.iw_samples})" if objective.samples_field == "iw_samples" else train_cfg.objective
+    if train_cfg.beta != 1.0 or train_cfg.kl_warmup > 0:
+        warm = f", warm-up {train_cfg.kl_warmup} steps" if train_cfg.kl_warmup > 0 else ""
+        name += f" with beta={train_cfg.beta:g}{warm}"
+    return name
+
+
 def write_run_figures(
-    model: SimpleVAE, data: ImageData, train_cfg: TrainConfig, out: Path, rows: list[dict[str, Any]], batch_elbos: list[float] | None,
+    model: VAE, data: ImageData, train_cfg: TrainConfig, out: Path, rows: list[dict[str, Any]], batch_elbos: list[float] | None,
     global_batch: int | None = None,
 ) -> list[Path]:
     """Draw a run's figures into ``out``; returns their paths.
@@ -286,7 +312,7 @@ def write_run_figures(
     with seeded_rng(train_cfg.seed, device):
         plot_samples(generate_images(model, n_images=64), out / "samples.png")
         order = torch.randperm(len(test))  # [M] which test images to show
-    shown = test[order[:16]]  # [16, 1, H, W]
+    shown = test[order[:16]]  # [16, C, H, W]
     plot_reconstructions(shown, reconstruct(model, shown), out / "reconstructions.png")
     means = posterior_means(model, test)  # [M, K]
     grid, what = latent_grid(model, n=15, means=means)
@@ -313,59 +339,69 @@ def _tensorboard_writer(out: Path):
     return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
-def _tensorboard_epoch(writer: Any, model: SimpleVAE, row: dict[str, Any], seed: int) -> None:
+def _tensorboard_epoch(writer: Any, model: VAE, row: dict[str, Any], seed: int) -> None:
     """Scalars (ELBOs, sigma_x) and a grid of samples for one epoch."""
     step = row["epoch"]
     for key in ("train_elbo", "test_elbo", "test_rec", "test_kl", "sigma_x"):
         if row.get(key) is not None:
             writer.add_scalar(f"elbo/{key}" if "elbo" in key else f"terms/{key}", row[key], step)
     with seeded_rng(seed, next(model.parameters()).device):
-        images = generate_images(model, n_images=64).clamp(0, 1).cpu()  # [64, 1, H, W]
-    writer.add_image("samples", image_grid(images)[None], step, dataformats="CHW")
+        images = generate_images(model, n_images=64).clamp(0, 1).cpu()  # [64, C, H, W]
+    grid = image_grid(images)  # [H', W'] grey or [H', W', 3] colour
+    writer.add_image("samples", grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
     writer.flush()
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[SimpleVAE, dict[str, Any]]:
-    """Load a run folder's model (on ``device``) and its config.json; CheckpointError if anything is off."""
+def run_image_shape(run: Path, meta: dict[str, Any]) -> tuple[int, int, int]:
+    """The [C, H, W] a run was trained on: data.image_shape, or [1, S, S] from data.image_size (runs of vaekit 0.1)."""
+    try:
+        data = meta.get("data") or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"data must be a JSON object, got {type(data).__name__}")
+        shape = data.get("image_shape")
+        if shape is None:
+            size = data.get("image_size", 28)
+            shape = [1, size, size]
+        if not isinstance(shape, list) or len(shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
+            raise ValueError(f"data.image_shape must be [C, H, W] of positive ints, got {shape!r}")
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{run / 'config.json'} is not a vaekit run config: {e}") from None
+    return tuple(shape)  # type: ignore[return-value]
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[VAE, dict[str, Any]]:
+    """Load a run folder's model (on ``device``) and its config.json; CheckpointError if anything is off.
+
+    The model is rebuilt from config.json (the architecture and its options, the likelihood,
+    the posterior and the data's image shape), then its weights are loaded, after checking
+    every name and shape against model.safetensors.
+    """
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist or is not a folder")
     meta = read_json(run / "config.json")
     model_cfg = _config_section(run, meta, "model", ModelConfig)
-    try:
-        data = meta.get("data") or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"data must be a JSON object, got {type(data).__name__}")
-        image_size = data.get("image_size", 28)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 9:
-            raise ValueError(f"data.image_size must be an int >= 9, got {image_size!r}")
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{run / 'config.json'} is not a vaekit run config: {e}") from None
+    image_shape = run_image_shape(run, meta)
     tensors, _ = load_weights(run / "model.safetensors")
-    # check the sizes against the weights before building anything (no huge allocation from a bad config)
-    k, f, s = model_cfg.latent_dim, model_cfg.num_filters, image_size - 8
-    want = (f * s * s, k)
-    got = tuple(tensors["decoder.0.weight"].shape) if "decoder.0.weight" in tensors else None
-    if got != want:
-        raise CheckpointError(
-            f"{run / 'model.safetensors'}: decoder.0.weight has shape {list(got) if got else 'none (missing)'}, "
-            f"expected {list(want)} for the model in config.json (latent_dim={k}, num_filters={f}, image_size={image_size})"
-        )
-    model = build_model(model_cfg, image_size)
-    expected = model.state_dict()
+    try:
+        with torch.device("meta"):  # shapes only: a bad config allocates nothing
+            expected = {k: v.shape for k, v in build_model(model_cfg, image_shape).state_dict().items()}
+    except ValueError as e:
+        raise CheckpointError(f"{run / 'config.json'}: cannot rebuild its model: {e}") from None
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
+    what = f"the model in config.json (arch {resolve_arch(model_cfg, image_shape)}, latent_dim={model_cfg.latent_dim}, image shape {list(image_shape)})"
     if missing or unexpected:
         raise CheckpointError(
-            f"{run / 'model.safetensors'} does not match the SimpleVAE in config.json: "
+            f"{run / 'model.safetensors'} does not match {what}: "
             f"missing keys {missing or 'none'}, unexpected keys {unexpected or 'none'}"
         )
     for key, t in tensors.items():
-        if t.shape != expected[key].shape:
+        if t.shape != expected[key]:
             raise CheckpointError(
-                f"{run / 'model.safetensors'}: {key} has shape {list(t.shape)}, "
-                f"expected {list(expected[key].shape)} for the model in config.json"
+                f"{run / 'model.safetensors'}: {key} has shape {list(t.shape)}, expected {list(expected[key])} for {what}"
             )
+    model = build_model(model_cfg, image_shape)
     model.load_state_dict(tensors)
     return model.to(resolve_device(device)), meta
 
@@ -404,7 +440,7 @@ def eval_run(
     run = Path(run_dir)
     model, meta = load_run(run, device=device)
     train_cfg = _config_section(run, meta, "train", TrainConfig)
-    if model.decoder[3].weight.device.type in ("cpu", "cuda"):
+    if param_device(model)[0].type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
     data = load_dataset(train_cfg.dataset)
     images = split_images(data, train_cfg, split)[:limit]

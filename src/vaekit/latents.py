@@ -10,30 +10,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .model import eval_mode, mean_image, param_device, posterior_params
+from .model import VAE, eval_mode, param_device
 
 __all__ = ["posterior_means", "reconstruct", "pca", "latent_grid", "interpolate"]
 
 
 @torch.no_grad()
-def posterior_means(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
+def posterior_means(model: VAE, images: Tensor, batch_size: int = 1000) -> Tensor:
     """E_q[z|x] for ``images`` [M, C, H, W] -> [M, K] (CPU, float32)."""
     device, dtype = param_device(model)
     means = []
     with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
-            phi = model.encoder(images[start : start + batch_size].to(device, dtype))  # [b, K+1] or [b, 2K]
-            means.append(posterior_params(model, phi)[0].float().cpu())  # [b, K]
+            x = images[start : start + batch_size]
+            x = x if x.is_floating_point() else x.to(torch.float32).div_(255.0)  # uint8 pixels -> [0, 1]
+            phi = model.encode(x.to(device, dtype))  # [b, P]
+            means.append(model.posterior.split(phi)[0].float().cpu())  # [b, K]
     return torch.cat(means)  # [M, K]
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, images: Tensor) -> Tensor:
+def reconstruct(model: VAE, images: Tensor) -> Tensor:
     """Mean reconstructions decoded from the posterior means: [M, C, H, W] -> [M, C, H, W] (CPU)."""
     device, dtype = param_device(model)
     z = posterior_means(model, images).to(device, dtype)  # [M, K]
     with eval_mode(model):
-        recon = mean_image(model, z[:, None, :])[:, 0]  # [M, C, H, W]
+        recon = model.mean_image(z[:, None, :])[:, 0]  # [M, C, H, W]
     return recon.float().cpu()
 
 
@@ -60,7 +62,7 @@ def pca(points: Tensor, n: int = 2) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @torch.no_grad()
-def latent_grid(model: nn.Module, n: int = 15, means: Tensor | None = None, span: float = 2.0) -> tuple[Tensor, str]:
+def latent_grid(model: VAE, n: int = 15, means: Tensor | None = None, span: float = 2.0) -> tuple[Tensor, str]:
     """Decode an n x n grid of latent points: images [n*n, C, H, W] (row-major, top row first) and a description.
 
     For K = 2 the grid covers the prior's quantiles 0.5/n ... 1 - 0.5/n in each dimension
@@ -88,12 +90,12 @@ def latent_grid(model: nn.Module, n: int = 15, means: Tensor | None = None, span
         )  # [n*n, K]
         what = f"z on +-{span:g} std along the two principal directions of the test-set posterior means"
     with eval_mode(model):
-        images = mean_image(model, grid.to(device, dtype)[:, None, :])[:, 0]  # [n*n, C, H, W]
+        images = model.mean_image(grid.to(device, dtype)[:, None, :])[:, 0]  # [n*n, C, H, W]
     return images.float().cpu(), what
 
 
 @torch.no_grad()
-def interpolate(model: nn.Module, a: Tensor, b: Tensor, steps: int = 10) -> Tensor:
+def interpolate(model: VAE, a: Tensor, b: Tensor, steps: int = 10) -> Tensor:
     """Decode straight lines between the posterior means of image pairs.
 
     ``a``, ``b``: images [P, C, H, W]. Returns [P, steps, C, H, W]: for each pair, the
@@ -109,5 +111,5 @@ def interpolate(model: nn.Module, a: Tensor, b: Tensor, steps: int = 10) -> Tens
     t = torch.linspace(0, 1, steps, device=device, dtype=dtype)[None, :, None]  # [1, T, 1]
     z = (1 - t) * za[:, None, :] + t * zb[:, None, :]  # [P, T, K]
     with eval_mode(model):
-        images = mean_image(model, z)  # [P, T, C, H, W]
+        images = model.mean_image(z)  # [P, T, C, H, W]
     return images.float().cpu()

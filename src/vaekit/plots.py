@@ -36,34 +36,35 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
 
 
 def image_grid(images: Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile images [X, 1, H, W] into one array [rows*(H+pad)-pad, cols*(W+pad)-pad], clipped to [0, 1]."""
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must have shape [X, 1, H, W], got {list(images.shape)}")
-    x = images.detach().float().cpu().clamp(0, 1).numpy()[:, 0]  # [X, H, W]
-    n, h, w = x.shape
+    """Tile images [X, C, H, W] (C = 1 grey or 3 RGB) into one array clipped to [0, 1]:
+    [rows*(H+pad)-pad, cols*(W+pad)-pad] for grey, with a trailing [..., 3] for colour."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape [X, C, H, W] with C = 1 or 3, got {list(images.shape)}")
+    x = images.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()  # [X, H, W, C]
+    n, h, w, c = x.shape
     cols = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
-    grid = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad), dtype=np.float32)
+    grid = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), dtype=np.float32)
     for i in range(n):
-        r, c = divmod(i, cols)
-        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = x[i]
-    return grid
+        r, col = divmod(i, cols)
+        grid[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = x[i]
+    return grid[..., 0] if c == 1 else grid
 
 
 def _save_grid(
     grid: np.ndarray, path: str | os.PathLike, title: str, figsize: tuple[float, float], fontsize: float | None = None
 ) -> None:
-    """Draw a tiled image array (grey levels in [0, 1], no axes) under ``title`` and write it as PNG."""
+    """Draw a tiled image array (grey levels [H, W] or RGB [H, W, 3] in [0, 1], no axes) under ``title`` as PNG."""
     fig = Figure(figsize=figsize)
     ax = fig.add_subplot()
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, **({} if fontsize is None else {"fontsize": fontsize}))  # default: axes.titlesize
     save_figure(fig, path)
 
 
 def plot_samples(images: Tensor, path: str | os.PathLike, title: str = "samples from the prior") -> None:
-    """A grid of images [X, 1, H, W] (grey levels, black background)."""
+    """A grid of images [X, C, H, W] (grey or RGB)."""
     grid = image_grid(images)
     _save_grid(grid, path, title, (6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
 
@@ -138,7 +139,7 @@ def plot_rsample_hist(samples: Tensor, mu: Sequence[float], sigma: float, path: 
 
 
 def plot_reconstructions(images: Tensor, recon: Tensor, path: str | os.PathLike, cols: int = 8) -> None:
-    """Images [M, 1, H, W] above their reconstructions [M, 1, H, W], in pairs of rows."""
+    """Images [M, C, H, W] above their reconstructions [M, C, H, W], in pairs of rows."""
     if images.shape != recon.shape:
         raise ValueError(f"images {list(images.shape)} and recon {list(recon.shape)} must have the same shape")
     m = images.shape[0]
@@ -155,7 +156,7 @@ def plot_reconstructions(images: Tensor, recon: Tensor, path: str | os.PathLike,
 
 
 def plot_latent_map(images: Tensor, path: str | os.PathLike, what: str) -> None:
-    """An n x n grid of decoded images [n*n, 1, H, W] (row-major), titled with how z was chosen."""
+    """An n x n grid of decoded images [n*n, C, H, W] (row-major), titled with how z was chosen."""
     n = int(round(math.sqrt(images.shape[0])))
     grid = image_grid(images, nrow=n, pad=0)
     _save_grid(grid, path, f"latent map: decoded means for\n{what}", (6.5, 6.8), fontsize=9)
@@ -168,7 +169,7 @@ def plot_latent_scatter(
     p = points.detach().double().cpu().numpy()
     fig = Figure(figsize=(6.5, 5.6))
     ax = fig.add_subplot()
-    if labels is None:
+    if labels is None or bool((labels < 0).all()):  # no labels: one colour
         ax.scatter(p[:, 0], p[:, 1], s=3, alpha=0.5)
     else:
         lab = labels.cpu().numpy()
@@ -185,7 +186,7 @@ def plot_latent_scatter(
 
 
 def plot_interpolations(strips: Tensor, path: str | os.PathLike) -> None:
-    """Rows of images [P, T, 1, H, W]: each row decodes a straight line in latent space between two test images."""
+    """Rows of images [P, T, C, H, W]: each row decodes a straight line in latent space between two test images."""
     p, t = strips.shape[:2]
     grid = image_grid(strips.reshape(p * t, *strips.shape[2:]), nrow=t)
     title = "interpolation between the posterior means of test-image pairs (left to right)"

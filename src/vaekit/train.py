@@ -24,14 +24,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import distributed
+from .checkpoint import TrainState, capture_rng, restore_rng
 from .config import TrainConfig, resolve_device, validate
 from .data import binarize
-from .model import SimpleVAE
+from .model import VAE
+from .objectives import OBJECTIVES, Objective, Terms
 
 __all__ = [
-    "train_vae", "fit", "FitResult", "TrainState", "NonFiniteError", "TrainingInterrupted",
-    "set_seed", "as_image_tensor", "configure_threads", "capture_rng", "restore_rng",
-    "state_to_tensors", "state_from_tensors",
+    "train_vae", "fit", "FitResult", "TrainLoop", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
+    "set_seed", "as_image_tensor", "configure_threads", "kl_beta", "lr_factor", "to_float",
 ]
 
 
@@ -59,7 +60,7 @@ def configure_threads(share: int = 1) -> int:
 
 
 def as_image_tensor(dataset: Any, name: str = "dataset") -> Tensor:
-    """Images as one float tensor [N, C, H, W] from a tensor or any Dataset of (image, label)."""
+    """Images as one tensor [N, C, H, W] (floats in [0, 1] or uint8) from a tensor or any Dataset of (image, label)."""
     if isinstance(dataset, Tensor):
         images = dataset
     elif isinstance(dataset, torch.utils.data.TensorDataset):
@@ -77,10 +78,9 @@ def as_image_tensor(dataset: Any, name: str = "dataset") -> Tensor:
         raise ValueError(f"{name} must hold images of shape [N, 1, H, W], got shape {list(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError(f"{name} is empty")
-    if not images.is_floating_point():
+    if not images.is_floating_point() and images.dtype != torch.uint8:
         raise ValueError(
-            f"{name} must hold floating-point images in [0, 1], got dtype {images.dtype} "
-            "(convert uint8 pixels with x.float() / 255)"
+            f"{name} must hold floating-point images in [0, 1] or uint8 pixels in 0..255, got dtype {images.dtype}"
         )
     return images
 
@@ -103,97 +103,7 @@ class FitResult:
     seconds: float = 0.0
     skipped: int = 0  # batches skipped as non-finite (with skip_nonfinite)
     stopped_by: str = "epochs"  # "epochs", "max_steps" or "time_budget"
-
-
-@dataclass
-class TrainState:
-    """Everything needed to continue training exactly where it stopped.
-
-    Captured after a completed step: the next batch to train is batch ``batch`` of epoch
-    ``epoch`` (0-based) of that epoch's data order, which depends only on (seed, epoch).
-    """
-
-    step: int  # optimizer steps done
-    epoch: int  # the epoch in progress (0-based)
-    batch: int  # batches of that epoch already consumed
-    seconds: float  # training time so far
-    skipped: int  # non-finite batches skipped so far
-    elbos: Tensor  # [step] per-step ELBO so far, CPU
-    optimizer: dict[str, Any]  # optimizer.state_dict()
-    rng: dict[str, Any]  # capture_rng()
-    epoch_start_step: int = 0  # `step` when the epoch in progress began
-    epoch_start_skipped: int = 0  # `skipped` when the epoch in progress began
-    finished: bool = False
-    world_size: int = 1  # data-parallel processes that trained it (batch positions count global batches)
-
-
-def capture_rng() -> dict[str, Any]:
-    """The state of every random generator training touches: Python, NumPy, torch CPU and CUDA."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def state_to_tensors(state: TrainState) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Flatten a TrainState into tensors and a JSON-able dict (for safetensors: nothing pickled)."""
-    tensors: dict[str, Tensor] = {"elbos": state.elbos, "rng/torch": state.rng["torch"]}
-    for i, t in enumerate(state.rng.get("cuda", [])):
-        tensors[f"rng/cuda/{i}"] = t
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = state.rng["numpy"]
-    tensors["rng/numpy"] = torch.from_numpy(np.asarray(np_keys, dtype=np.int64))
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, pstate in state.optimizer["state"].items():
-        for key, value in pstate.items():
-            if isinstance(value, Tensor):
-                tensors[f"optim/{idx}/{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    meta = {
-        "step": state.step, "epoch": state.epoch, "batch": state.batch, "seconds": state.seconds,
-        "skipped": state.skipped, "finished": state.finished,
-        "epoch_start_step": state.epoch_start_step, "epoch_start_skipped": state.epoch_start_skipped,
-        "world_size": state.world_size, "param_groups": state.optimizer["param_groups"], "optim_scalars": scalars,
-        "rng_python": [state.rng["python"][0], list(state.rng["python"][1]), state.rng["python"][2]],
-        "rng_numpy": [np_name, int(np_pos), int(np_has_gauss), float(np_cached)],
-    }
-    return tensors, meta
-
-
-def state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any]) -> TrainState:
-    """Inverse of ``state_to_tensors``; raises KeyError/ValueError/TypeError on a malformed input."""
-    optim_state: dict[int, dict[str, Any]] = {}
-    for name, t in tensors.items():
-        if name.startswith("optim/"):
-            _, idx, key = name.split("/", 2)
-            optim_state.setdefault(int(idx), {})[key] = t
-    for idx, values in meta["optim_scalars"].items():
-        optim_state.setdefault(int(idx), {}).update(values)
-    py = meta["rng_python"]
-    np_name, np_pos, np_has_gauss, np_cached = meta["rng_numpy"]
-    rng: dict[str, Any] = {
-        "python": (int(py[0]), tuple(int(v) for v in py[1]), py[2]),
-        "numpy": (np_name, tensors["rng/numpy"].numpy().astype(np.uint32), np_pos, np_has_gauss, np_cached),
-        "torch": tensors["rng/torch"],
-    }
-    cuda = sorted((int(k.rsplit("/", 1)[1]), t) for k, t in tensors.items() if k.startswith("rng/cuda/"))
-    if cuda:
-        rng["cuda"] = [t for _, t in cuda]
-    return TrainState(
-        step=int(meta["step"]), epoch=int(meta["epoch"]), batch=int(meta["batch"]), seconds=float(meta["seconds"]),
-        skipped=int(meta["skipped"]), elbos=tensors["elbos"], finished=bool(meta["finished"]),
-        epoch_start_step=int(meta["epoch_start_step"]), epoch_start_skipped=int(meta["epoch_start_skipped"]),
-        optimizer={"state": optim_state, "param_groups": meta["param_groups"]}, rng=rng,
-        world_size=int(meta.get("world_size", 1)),
-    )
+    batch_objectives: list[float] | None = None  # per-step training objective, when it is not the ELBO
 
 
 class NonFiniteError(RuntimeError):
@@ -261,19 +171,313 @@ def _restore_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> Non
                     opt.state[p][key] = torch.empty_like(p).copy_(value)
 
 
-class _ELBOStep(nn.Module):
-    """``model.elbo_terms`` as a forward pass, so that DistributedDataParallel sees it (and syncs gradients)."""
+def kl_beta(cfg: TrainConfig, step: int) -> float:
+    """The KL weight at optimizer step ``step``: ``cfg.beta``, reached linearly from 0 over ``cfg.kl_warmup`` steps."""
+    if cfg.kl_warmup <= 0:
+        return cfg.beta
+    return cfg.beta * min(1.0, step / cfg.kl_warmup)
 
-    def __init__(self, model: SimpleVAE):
+
+class TrainingModule(nn.Module):
+    """A model and its objective as one module whose forward returns the per-image terms,
+    so that DistributedDataParallel (which syncs the gradients of a forward) needs nothing more."""
+
+    def __init__(self, model: VAE, objective: Objective):
         super().__init__()
         self.model = model
+        self.objective = objective
 
-    def forward(self, x: Tensor, n: int, calibrated: bool, shard: distributed.BatchShard) -> Any:
-        return self.model.elbo_terms(x, n, calibrated, shard=shard)
+    def forward(self, x: Tensor, **kwargs: Any) -> Terms:
+        return self.objective(self.model, x, **kwargs)
+
+
+class TrainLoop:
+    """The training loop: ``run`` -> ``run_epoch`` -> ``run_step`` -> ``forward_backward``, as in
+    improved-diffusion's TrainLoop. See ``fit`` for what it does.
+
+    Every process of a data-parallel run runs this same loop; a single process is a run of
+    size one (``BatchShard`` then holds the whole batch and the all-reduces do nothing).
+    """
+
+    def __init__(
+        self, model: VAE, images: Any, cfg: TrainConfig, *, progress: bool, on_epoch_end: EpochHook | None,
+        on_checkpoint: CheckpointHook | None, resume: TrainState | None, log_every: int,
+    ):
+        validate(cfg)
+        self.cfg, self.model, self.log_every = cfg, model, log_every
+        self.on_epoch_end, self.on_checkpoint, self.resume = on_epoch_end, on_checkpoint, resume
+        dist_info = distributed.current()
+        self.world = 1 if dist_info is None else dist_info.world_size
+        self.progress = progress and (dist_info is None or dist_info.is_main)
+        device = resolve_device(cfg.device)
+        if device.type == "cuda" and device.index is None and dist_info is not None:
+            device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
+        if device.type == "cpu":
+            configure_threads(1 if dist_info is None else dist_info.local_world_size)
+        self.device = device
+        images = as_image_tensor(images, "images")
+        if images.is_floating_point():
+            images = images.to(torch.float32)
+        images = images.to(device)  # uint8 stays uint8: a quarter of the memory, made float per batch
+        if cfg.binarize == "static":
+            images = binarize(to_float(images))  # one fixed draw (data.BINARIZE_SEED)
+        self.images, self.n_img = images, images.shape[0]
+        self.bs = cfg.batch_size * self.world  # the global batch
+        if self.bs > self.n_img:
+            per_rank = f" (global batch {self.bs} = batch_size x {self.world} processes)" if self.world > 1 else ""
+            raise ValueError(f"batch_size={cfg.batch_size}{per_rank} is larger than the {self.n_img} training images")
+        if resume is not None and resume.world_size != self.world:
+            raise ValueError(
+                f"the checkpoint was written by a run on {resume.world_size} process(es) and must be resumed on as many "
+                f"(its batch positions count global batches), got {self.world}; e.g. torchrun --nproc-per-node={resume.world_size} -m vaekit train --resume RUN_DIR"
+            )
+        model.to(device)
+        if device.type in ("cpu", "cuda"):  # oneDNN / cuDNN convolutions are faster in NHWC
+            model.to(memory_format=torch.channels_last)
+        model.train()
+        self.objective = OBJECTIVES[cfg.objective]
+        self.n_samples = getattr(cfg, self.objective.samples_field)  # N for the ELBO, k for IWAE
+        # the per-step training objective is recorded apart from the ELBO when they differ
+        self.track_objective = cfg.objective != "elbo" or cfg.beta != 1.0 or cfg.kl_warmup > 0
+        step_fn: Any = TrainingModule(model, self.objective)
+        if dist_info is not None:
+            # static_graph: the same parameters are used every step (log_sig_x not at all with calibrated=True)
+            step_fn = torch.nn.parallel.DistributedDataParallel(
+                step_fn, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True,
+            )
+        self.step_fn = torch.compile(step_fn) if cfg.compile else step_fn
+        self.amp = cfg.amp and device.type == "cuda"
+        self.opt = _make_adam(model, cfg.lr, device)
+        self.params = [p for g in self.opt.param_groups for p in g["params"]]
+
+        self.steps_per_epoch = math.ceil(self.n_img / self.bs)
+        self.total = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.total = min(self.total, cfg.max_steps)
+        self.budget_s = None if cfg.time_budget is None else 60.0 * cfg.time_budget
+        self.elbos = torch.zeros(self.total, device=device)  # [steps] per-step ELBO, nats per image
+        self.objectives = torch.zeros(self.total, device=device) if self.track_objective else None  # [steps]
+        # non-finite flags per step (1: loss, 2: gradient), read every `check_every` steps: every
+        # step on the CPU, where reading costs nothing; lazily on accelerators, to avoid host syncs
+        self.bad = torch.zeros(self.total, dtype=torch.int8, device=device)
+        self.check_every = 1 if device.type == "cpu" or cfg.skip_nonfinite else log_every
+        self.checked = 0  # steps whose flags were read
+        self.result = FitResult()
+        self.step, self.first_epoch, self.first_batch, self.skipped, seconds0 = 0, 0, 0, 0, 0.0
+        if resume is not None:
+            self.step, self.first_epoch, self.first_batch = resume.step, resume.epoch, resume.batch
+            self.skipped, seconds0 = resume.skipped, resume.seconds
+            self.elbos[: self.step] = resume.elbos[: self.step].to(device)
+            if self.objectives is not None:
+                past = resume.objective if resume.objective is not None else resume.elbos
+                self.objectives[: self.step] = past[: self.step].to(device)
+            self.checked = self.step
+            _restore_optimizer(self.opt, resume.optimizer)
+            restore_rng(resume.rng)
+        self.t_start = time.perf_counter() - seconds0  # moved forward by the time spent in hooks
+        self.elapsed, self.stop_signal = seconds0, None  # the clock and signals, as all processes agree
+        self.epoch_first, self.skipped_before = 0, 0  # step and skipped count where the epoch in progress began
+        self.signals = _StopSignals()
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> FitResult:
+        cfg = self.cfg
+        bar = tqdm(range(self.first_epoch, cfg.epochs), desc="epochs", initial=self.first_epoch, total=cfg.epochs,
+                   disable=not self.progress, dynamic_ncols=True)
+        with self.signals:
+            epoch, i = self.first_epoch, self.first_batch
+            for epoch in bar:
+                i, went_on = self.run_epoch(epoch, bar)
+                if not went_on:
+                    break
+            self.checkpoint(epoch, i, finished=True)  # the end: a resume of this state has nothing left to do
+            self.read_agreed(self.agree([]))
+            if self.stop_signal is not None:  # arrived during the last evaluation or checkpoint
+                name = signal.Signals(self.stop_signal).name
+                raise TrainingInterrupted(f"{name} received after the last step ({self.step})", self.stop_signal)
+        bar.close()
+        r = self.result
+        r.steps, r.skipped, r.seconds = self.step, self.skipped, time.perf_counter() - self.t_start
+        r.batch_elbos = self.elbos[: self.step].tolist()
+        if self.objectives is not None:
+            r.batch_objectives = self.objectives[: self.step].tolist()
+        return r
+
+    def run_epoch(self, epoch: int, bar: Any) -> tuple[int, bool]:
+        """Train one epoch (from its saved position when resuming); returns (batches consumed, whether to go on)."""
+        cfg, resumed = self.cfg, self.resume is not None and epoch == self.first_epoch
+        self.epoch_first, self.skipped_before = self.step, self.skipped
+        if resumed:
+            self.epoch_first, self.skipped_before = self.resume.epoch_start_step, self.resume.epoch_start_skipped
+        # the data order of each epoch depends only on (seed, epoch)
+        order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(self.n_img, generator=order_gen).to(self.device)  # [N]
+        start = self.first_batch if epoch == self.first_epoch else 0
+        batches = tqdm(range(start, self.steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False,
+                       disable=not self.progress, dynamic_ncols=True)
+        i = start
+        for i in batches:
+            if self.step >= self.total:
+                self.result.stopped_by = "max_steps"
+                break
+            if self.budget_s is not None and self.elapsed >= self.budget_s:
+                self.result.stopped_by = "time_budget"
+                break
+            self.run_step(perm[i * self.bs : (i + 1) * self.bs], epoch)  # [B_global] the global batch
+            if self.progress and self.step % self.log_every == 0 and self.step > self.epoch_first:
+                recent = self.elbos[max(self.epoch_first, self.step - self.log_every) : self.step].mean().item()
+                batches.set_postfix(elbo=f"{recent:.1f}")
+            if self.stop_signal is not None:
+                self.checkpoint(epoch, i + 1)
+                name = signal.Signals(self.stop_signal).name
+                raise TrainingInterrupted(f"{name} received at epoch {epoch + 1}, step {self.step}", self.stop_signal)
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step > 0:
+                self.checkpoint(epoch, i + 1)
+        else:
+            i = self.steps_per_epoch  # the epoch ran to its end
+        if i == start and self.step == self.epoch_first and self.skipped == self.skipped_before:
+            return i, False  # a limit fell on an epoch boundary
+        self.check_finite(self.step, epoch)
+        self.end_epoch(epoch, bar)
+        if self.result.stopped_by == "epochs":
+            self.checkpoint(epoch + 1, 0) if i >= self.steps_per_epoch else self.checkpoint(epoch, i)
+            return i, True
+        return i, False
+
+    def run_step(self, idx: Tensor, epoch: int) -> None:
+        """One optimizer step on the global batch ``idx`` (this process trains its slice of it)."""
+        cfg = self.cfg
+        if cfg.lr_schedule != "constant":
+            frac = self.step / self.total  # how far through the run, by steps or by the clock
+            if self.budget_s is not None:
+                frac = max(frac, self.elapsed / self.budget_s)
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, frac)
+        shard = distributed.BatchShard.of(len(idx))  # this process's slice of the global batch
+        x = self.batch(idx, shard)  # [B_local, C, H, W]
+        terms, loss = self.forward_backward(x, shard)
+        grads_ok = torch.stack([torch.isfinite(p.grad).all() for p in self.params if p.grad is not None]).all()
+        scale = self.world / shard.size  # x local sum = this process's part of the global batch's mean
+        sums = self.agree([loss.detach(), terms.elbo.detach().float().sum() * scale, (~grads_ok).to(loss.dtype)])
+        if self.step % self.check_every == 0:
+            self.read_agreed(sums)  # a host sync: every step on the CPU, every log_every steps on GPUs
+        loss_g, elbo_g = sums[0].float() / self.world, sums[1].float() / self.world  # the global batch's means
+        flag = (~torch.isfinite(loss_g)).to(torch.int8) + 2 * (sums[2] != 0).to(torch.int8)
+        if cfg.skip_nonfinite and flag.item():
+            self.skipped += 1  # a non-finite batch: no update, not counted as a step
+            self.opt.zero_grad(set_to_none=True)
+            return
+        self.bad[self.step] = flag
+        if (self.step + 1) % self.check_every == 0:
+            self.check_finite(self.step + 1, epoch)  # raises before this update is applied
+        self.opt.step()
+        if cfg.calibrated:
+            with torch.no_grad():
+                self.model.log_sig_x.copy_(terms.log_sig_x)
+        self.elbos[self.step] = elbo_g
+        if self.objectives is not None:
+            self.objectives[self.step] = -loss_g
+        self.step += 1
+
+    def batch(self, idx: Tensor, shard: distributed.BatchShard) -> Tensor:
+        """This process's images of the global batch ``idx``, float32 in [0, 1] on the device."""
+        if self.cfg.binarize == "dynamic":  # a fresh binary image each time, drawn for the whole global batch
+            return shard.draw(lambda b: torch.bernoulli(to_float(self.images.index_select(0, idx))))
+        return to_float(self.images.index_select(0, shard.take(idx)))
+
+    def forward_backward(self, x: Tensor, shard: distributed.BatchShard) -> tuple[Terms, Tensor]:
+        """The objective's per-image terms on this process's images, and the gradient of the global batch's mean loss."""
+        cfg, k = self.cfg, self.model.latent_dim
+        # the samples of z: noise drawn for the whole global batch, this process keeping its slice
+        eps = shard.draw(lambda b: torch.empty((self.n_samples, b, k), device=self.device).normal_(), dim=1)  # [N, B, K]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            terms = self.step_fn(
+                x, samples=self.n_samples, beta=kl_beta(cfg, self.step), calibrated=cfg.calibrated, eps=eps, batch_mean=shard.mean,
+            )
+        # DDP averages gradients over processes: world / B_global x local sum gives the global batch's mean
+        loss = terms.loss.float().sum() / shard.size * self.world
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return terms, loss
+
+    def end_epoch(self, epoch: int, bar: Any) -> None:
+        done = self.elbos[self.epoch_first : self.step]
+        stats = {
+            "train_elbo": done.mean().item() if len(done) else float("nan"),
+            "sigma_x": self.model.log_sig_x.exp().item() if self.model.likelihood.has_scale else float("nan"),
+            "steps": self.step,
+            "skipped": self.skipped,
+            "seconds": time.perf_counter() - self.t_start,
+        }
+        if self.objectives is not None:
+            objective = self.objectives[self.epoch_first : self.step]
+            stats["train_objective"] = objective.mean().item() if len(objective) else float("nan")
+        self.result.epochs_done = epoch + 1
+        bar.set_postfix(elbo=f"{stats['train_elbo']:.1f}", sigma_x=f"{stats['sigma_x']:.3f}")
+        if self.on_epoch_end is not None:
+            self.hook(self.on_epoch_end, epoch, stats)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def agree(self, values: list[Tensor]) -> Tensor:
+        """Sum over processes of [*values, SIGINT seen, SIGTERM seen, elapsed s] (float64, on the device)."""
+        sig = self.signals.received
+        local = torch.tensor(
+            [float(sig == signal.SIGINT), float(sig == signal.SIGTERM), time.perf_counter() - self.t_start], dtype=torch.float64,
+        ).to(self.device, non_blocking=True)  # [3]
+        if values:
+            local = torch.cat([torch.stack(values).to(torch.float64), local])
+        return distributed.all_reduce_sum(local)  # [len(values) + 3]
+
+    def read_agreed(self, sums: Tensor) -> None:
+        sint, sterm, secs = sums[-3:].tolist()
+        self.elapsed = secs / self.world
+        self.stop_signal = signal.SIGTERM if sterm > 0 else signal.SIGINT if sint > 0 else None
+
+    def hook(self, fn: Callable[..., None], *args: Any) -> None:
+        """Call a hook; its time is not training time."""
+        t_hook = time.perf_counter()
+        fn(*args)
+        self.t_start += time.perf_counter() - t_hook
+
+    def check_finite(self, upto: int, epoch: int) -> None:
+        if upto > self.checked:
+            flags = self.bad[self.checked : upto]
+            if flags.any().item():
+                i = int(torch.nonzero(flags)[0].item())
+                what = "loss" if flags[i].item() & 1 else "gradient"
+                raise NonFiniteError(
+                    f"non-finite {what} (NaN or Inf) at epoch {epoch + 1}, step {self.checked + i + 1}; training stopped "
+                    "and the last good checkpoint is kept. Lower --lr, or pass --skip-nonfinite to skip such batches"
+                )
+            self.checked = upto
+
+    def checkpoint(self, epoch: int, batch: int, finished: bool = False) -> None:
+        if self.on_checkpoint is not None:
+            self.hook(self.on_checkpoint, self.state(epoch, batch, finished))
+
+    def state(self, epoch: int, batch: int, finished: bool = False) -> TrainState:
+        self.check_finite(self.step, epoch)  # never save a state that came from a non-finite step
+        new_epoch = batch == 0
+        return TrainState(
+            step=self.step, epoch=epoch, batch=batch, seconds=time.perf_counter() - self.t_start, skipped=self.skipped,
+            world_size=self.world, finished=finished,
+            epoch_start_step=self.step if new_epoch else self.epoch_first,
+            epoch_start_skipped=self.skipped if new_epoch else self.skipped_before,
+            elbos=self.elbos[: self.step].detach().cpu().clone(),
+            objective=None if self.objectives is None else self.objectives[: self.step].detach().cpu().clone(),
+            optimizer=copy.deepcopy(self.opt.state_dict()), rng=capture_rng(),
+        )
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 pixels in 0..255 -> float32 in [0, 1] (as data.load_dataset converts them); floats unchanged."""
+    return images if images.is_floating_point() else images.to(torch.float32).div_(255.0)
 
 
 def fit(
-    model: SimpleVAE,
+    model: VAE,
     images: Tensor,
     cfg: TrainConfig,
     *,
@@ -283,13 +487,19 @@ def fit(
     resume: TrainState | None = None,
     log_every: int = 10,
 ) -> FitResult:
-    """Train ``model`` on ``images`` [N, 1, H, W] as ``cfg`` says; the model and data follow cfg.device.
+    """Train ``model`` on ``images`` [N, C, H, W] as ``cfg`` says; the model and data follow cfg.device.
+
+    ``images`` are floats in [0, 1] or uint8 pixels (kept uint8 on the device and made float
+    one batch at a time). The objective is ``cfg.objective`` (``objectives.OBJECTIVES``) with
+    the KL weight ``kl_beta(cfg, step)``; the per-step "ELBO" recorded is always the true
+    bound (beta = 1), and a different training objective is recorded beside it.
 
     Hooks (their time is not counted as training time, nor against ``cfg.time_budget``):
 
     * ``on_epoch_end(epoch, stats)`` after every epoch (also a partial last one), with
       ``train_elbo`` (mean per-step ELBO, nats per image), ``sigma_x``, ``steps``,
-      ``skipped`` and ``seconds`` (training time so far);
+      ``skipped`` and ``seconds`` (training time so far), and ``train_objective`` when
+      the objective is not the ELBO;
     * ``on_checkpoint(state)`` after each epoch's ``on_epoch_end``, every
       ``cfg.checkpoint_every`` steps, when SIGINT/SIGTERM arrives (then ``fit`` raises
       ``TrainingInterrupted``) and once at the end (``state.finished``).
@@ -303,237 +513,21 @@ def fit(
 
     Data-parallel: when this process is part of a process group (``vaekit.distributed``,
     started by torchrun), the model trains under DistributedDataParallel. ``cfg.batch_size``
-    is per rank; global step i uses ``perm[i*Bg:(i+1)*Bg]`` (Bg = batch_size x world size)
-    of the same per-epoch order, each rank its contiguous slice, and the ranks together
+    is per process; global step i uses ``perm[i*Bg:(i+1)*Bg]`` (Bg = batch_size x world size)
+    of the same per-epoch order, each process its contiguous slice, and the processes together
     take exactly the step one process takes with batch Bg (same noise, same gradient, up to
     rounding). Losses, non-finite flags, signals and the clock are all-reduced, so every
-    rank stops, skips and checkpoints at the same step. Every rank calls the hooks.
+    process stops, skips and checkpoints at the same step. Every process calls the hooks.
     """
-    validate(cfg)
-    device = resolve_device(cfg.device)
-    dist_info = distributed.current()  # None: one process, the code path of old
-    world = 1 if dist_info is None else dist_info.world_size
-    if dist_info is not None:
-        progress = progress and dist_info.is_main
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
-    if device.type == "cpu":
-        configure_threads(1 if dist_info is None else dist_info.local_world_size)
-    images = as_image_tensor(images, "images").to(device=device, dtype=torch.float32)
-    if cfg.binarize == "static":
-        images = binarize(images)  # one fixed draw (data.BINARIZE_SEED)
-    n_img = images.shape[0]
-    if cfg.batch_size * world > n_img:
-        per_rank = f" (global batch {cfg.batch_size * world} = batch_size x {world} processes)" if world > 1 else ""
-        raise ValueError(f"batch_size={cfg.batch_size}{per_rank} is larger than the {n_img} training images")
-    if resume is not None and resume.world_size != world:
-        raise ValueError(
-            f"the checkpoint was written by a run on {resume.world_size} process(es) and must be resumed on as many "
-            f"(its batch positions count global batches), got {world}; e.g. torchrun --nproc-per-node={resume.world_size} -m vaekit train --resume RUN_DIR"
-        )
-    model.to(device)
-    if device.type in ("cpu", "cuda"):  # oneDNN / cuDNN convolutions are faster in NHWC
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    step_fn = model.elbo_terms
-    if dist_info is not None:
-        # static_graph: the same parameters are used every step (log_sig_x not at all with calibrated=True)
-        step_fn = torch.nn.parallel.DistributedDataParallel(
-            _ELBOStep(model), device_ids=[device.index] if device.type == "cuda" else None, static_graph=True,
-        )
-    if cfg.compile:
-        step_fn = torch.compile(step_fn)
-    amp = cfg.amp and device.type == "cuda"
-    opt = _make_adam(model, cfg.lr, device)
-    params = [p for g in opt.param_groups for p in g["params"]]
-
-    bs = cfg.batch_size * world  # the global batch
-    steps_per_epoch = math.ceil(n_img / bs)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    budget_s = None if cfg.time_budget is None else 60.0 * cfg.time_budget
-    elbos = torch.zeros(total, device=device)  # [steps] per-step ELBO, nats per image
-    # non-finite flags per step (1: loss, 2: gradient), read every `check_every` steps: every
-    # step on the CPU, where reading costs nothing; lazily on accelerators, to avoid host syncs
-    bad = torch.zeros(total, dtype=torch.int8, device=device)
-    check_every = 1 if device.type == "cpu" or cfg.skip_nonfinite else log_every
-    checked = 0  # steps whose flags were read
-
-    result = FitResult()
-    step, first_epoch, first_batch, skipped, seconds0 = 0, 0, 0, 0, 0.0
-    if resume is not None:
-        step, first_epoch, first_batch = resume.step, resume.epoch, resume.batch
-        skipped, seconds0 = resume.skipped, resume.seconds
-        elbos[:step] = resume.elbos[:step].to(device)
-        checked = step
-        _restore_optimizer(opt, resume.optimizer)
-        restore_rng(resume.rng)
-    t_start = time.perf_counter() - seconds0  # moved forward by the time spent in hooks
-    agreed_elapsed, agreed_signal = seconds0, None  # data-parallel: the clock and signals, as all ranks agree
-
-    def agree(values: list[Tensor]) -> Tensor:
-        """Sum over ranks of [*values, SIGINT seen, SIGTERM seen, elapsed s] (float64, on the device)."""
-        sig = signals.received
-        local = torch.tensor(
-            [float(sig == signal.SIGINT), float(sig == signal.SIGTERM), time.perf_counter() - t_start], dtype=torch.float64,
-        ).to(device, non_blocking=True)  # [3]
-        if values:
-            local = torch.cat([torch.stack(values).to(torch.float64), local])
-        return distributed.all_reduce_sum(local)  # [len(values) + 3]
-
-    def read_agreed(sums: Tensor) -> None:
-        nonlocal agreed_elapsed, agreed_signal
-        sint, sterm, secs = sums[-3:].tolist()
-        agreed_elapsed = secs / world
-        agreed_signal = signal.SIGTERM if sterm > 0 else signal.SIGINT if sint > 0 else None
-
-    def hook(fn: Callable[..., None], *args: Any) -> None:
-        nonlocal t_start
-        t_hook = time.perf_counter()
-        fn(*args)
-        t_start += time.perf_counter() - t_hook
-
-    def check_finite(upto: int, epoch: int) -> None:
-        nonlocal checked
-        if upto > checked:
-            flags = bad[checked:upto]
-            if flags.any().item():
-                i = int(torch.nonzero(flags)[0].item())
-                what = "loss" if flags[i].item() & 1 else "gradient"
-                raise NonFiniteError(
-                    f"non-finite {what} (NaN or Inf) at epoch {epoch + 1}, step {checked + i + 1}; training stopped "
-                    "and the last good checkpoint is kept. Lower --lr, or pass --skip-nonfinite to skip such batches"
-                )
-            checked = upto
-
-    def state(epoch: int, batch: int, finished: bool = False) -> TrainState:
-        check_finite(step, epoch)  # never save a state that came from a non-finite step
-        new_epoch = batch == 0
-        return TrainState(
-            step=step, epoch=epoch, batch=batch, seconds=time.perf_counter() - t_start, skipped=skipped, world_size=world,
-            epoch_start_step=step if new_epoch else epoch_first, epoch_start_skipped=skipped if new_epoch else skipped_before,
-            elbos=elbos[:step].detach().cpu().clone(), optimizer=copy.deepcopy(opt.state_dict()), rng=capture_rng(), finished=finished,
-        )
-
-    epochs_bar = tqdm(range(first_epoch, cfg.epochs), desc="epochs", initial=first_epoch, total=cfg.epochs, disable=not progress, dynamic_ncols=True)
-    with _StopSignals() as signals:
-        epoch, i = first_epoch, first_batch
-        for epoch in epochs_bar:
-            epoch_first, skipped_before = step, skipped  # where this epoch began
-            if resume is not None and epoch == first_epoch:
-                epoch_first, skipped_before = resume.epoch_start_step, resume.epoch_start_skipped
-            # the data order of each epoch depends only on (seed, epoch)
-            order_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            perm = torch.randperm(n_img, generator=order_gen).to(device)  # [N]
-            start = first_batch if epoch == first_epoch else 0
-            batches = tqdm(range(start, steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
-            i = start
-            for i in batches:
-                if step >= total:
-                    result.stopped_by = "max_steps"
-                    break
-                elapsed = time.perf_counter() - t_start if dist_info is None else agreed_elapsed
-                if budget_s is not None and elapsed >= budget_s:
-                    result.stopped_by = "time_budget"
-                    break
-                if cfg.lr_schedule != "constant":
-                    frac = step / total  # how far through the run, by steps or by the clock
-                    if budget_s is not None:
-                        frac = max(frac, elapsed / budget_s)
-                    for g in opt.param_groups:
-                        g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, frac)
-
-                if dist_info is None:
-                    x = images.index_select(0, perm[i * bs : (i + 1) * bs])  # [B, 1, H, W]
-                    if cfg.binarize == "dynamic":
-                        x = torch.bernoulli(x)  # a fresh binary image each time, from the global (checkpointed) RNG
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        terms = step_fn(x, cfg.samples, cfg.calibrated)
-                    loss = terms.loss.float().mean()  # nats per image
-                else:
-                    idx = perm[i * bs : (i + 1) * bs]  # [B_global] the global batch
-                    shard = distributed.BatchShard.of(len(idx))  # this rank's slice of it
-                    if cfg.binarize == "dynamic":  # every rank draws the whole global batch's noise, keeps its slice
-                        x = shard.draw(lambda b: torch.bernoulli(images.index_select(0, idx)))  # [B_local, 1, H, W]
-                    else:
-                        x = images.index_select(0, shard.take(idx))  # [B_local, 1, H, W]
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        terms = step_fn(x, cfg.samples, cfg.calibrated, shard)
-                    # DDP averages gradients over ranks: world/B_global x local sum gives the global batch's mean
-                    loss = terms.loss.float().sum() * (world / shard.size)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grads_ok = torch.stack([torch.isfinite(p.grad).all() for p in params if p.grad is not None]).all()
-                if dist_info is not None:
-                    sums = agree([loss.detach(), (~grads_ok).to(loss.dtype)])  # one small all-reduce per step
-                    loss = sums[0].float() / world  # the global batch's mean loss, identical on every rank
-                    grads_ok = sums[1] == 0
-                    if (i + 1) % check_every == 0:
-                        read_agreed(sums)  # a host sync: every step on the CPU, every log_every steps on GPUs
-                flag = (~torch.isfinite(loss.detach())).to(torch.int8) + 2 * (~grads_ok).to(torch.int8)
-                if cfg.skip_nonfinite and flag.item():
-                    skipped += 1  # a non-finite batch: no update, not counted as a step
-                    opt.zero_grad(set_to_none=True)
-                else:
-                    bad[step] = flag
-                    if (step + 1) % check_every == 0:
-                        check_finite(step + 1, epoch)  # raises before this update is applied
-                    opt.step()
-                    if cfg.calibrated:
-                        with torch.no_grad():
-                            model.log_sig_x.copy_(terms.log_sig_x)
-                    elbos[step] = -loss.detach()
-                    step += 1
-                if progress and step % log_every == 0 and step > epoch_first:
-                    batches.set_postfix(elbo=f"{elbos[max(epoch_first, step - log_every):step].mean().item():.1f}")
-                stop_signal = signals.received if dist_info is None else agreed_signal
-                if stop_signal is not None:
-                    if on_checkpoint is not None:
-                        hook(on_checkpoint, state(epoch, i + 1))
-                    name = signal.Signals(stop_signal).name
-                    raise TrainingInterrupted(f"{name} received at epoch {epoch + 1}, step {step}", stop_signal)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step > 0 and on_checkpoint is not None:
-                    hook(on_checkpoint, state(epoch, i + 1))
-            else:
-                i = steps_per_epoch  # the epoch ran to its end
-            if i == start and step == epoch_first and skipped == skipped_before:  # a limit fell on an epoch boundary
-                break
-            check_finite(step, epoch)
-            done = elbos[epoch_first:step]
-            stats = {
-                "train_elbo": done.mean().item() if len(done) else float("nan"),
-                "sigma_x": model.log_sig_x.exp().item() if getattr(model, "likelihood", "gaussian") == "gaussian" else float("nan"),
-                "steps": step,
-                "skipped": skipped,
-                "seconds": time.perf_counter() - t_start,
-            }
-            result.epochs_done = epoch + 1
-            epochs_bar.set_postfix(elbo=f"{stats['train_elbo']:.1f}", sigma_x=f"{stats['sigma_x']:.3f}")
-            if on_epoch_end is not None:
-                hook(on_epoch_end, epoch, stats)
-            if on_checkpoint is not None and result.stopped_by == "epochs":
-                hook(on_checkpoint, state(epoch + 1, 0) if i >= steps_per_epoch else state(epoch, i))
-            if result.stopped_by != "epochs":
-                break
-        if on_checkpoint is not None:  # the end: a resume of this state has nothing left to do
-            hook(on_checkpoint, state(epoch, i, finished=True))
-        if dist_info is not None:
-            read_agreed(agree([]))
-        stop_signal = signals.received if dist_info is None else agreed_signal
-        if stop_signal is not None:  # arrived during the last evaluation or checkpoint
-            name = signal.Signals(stop_signal).name
-            raise TrainingInterrupted(f"{name} received after the last step ({step})", stop_signal)
-    epochs_bar.close()
-    result.steps = step
-    result.skipped = skipped
-    result.seconds = time.perf_counter() - t_start
-    result.batch_elbos = elbos[:step].tolist()
-    return result
+    loop = TrainLoop(
+        model, images, cfg, progress=progress, on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint,
+        resume=resume, log_every=log_every,
+    )
+    return loop.run()
 
 
 def train_vae(
-    model: SimpleVAE,
+    model: VAE,
     dataset: Any,
     epochs: int = 20,
     n_samples: int = 10,
@@ -548,7 +542,7 @@ def train_vae(
     """Train ``model`` with the assignment's recipe; return the per-batch ELBO (nats per image).
 
     Args:
-        model: a SimpleVAE (or a module with its interface).
+        model: a SimpleVAE, or any ``vaekit.VAE``.
         dataset: images [N, 1, 28, 28], a TensorDataset, or any Dataset yielding (image, label).
         epochs, n_samples, batch_size: the assignment's defaults (20, 10, 256).
         lr: Adam learning rate.
@@ -572,6 +566,6 @@ def train_vae(
         device=device,
     )
     result = fit(model, as_image_tensor(dataset), cfg, progress=progress)
-    if getattr(model, "likelihood", "gaussian") == "gaussian":
+    if model.likelihood.has_scale:
         print(f"learned sigma_x = {model.log_sig_x.exp().item():.4f}")
     return result.batch_elbos

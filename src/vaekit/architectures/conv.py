@@ -1,0 +1,54 @@
+"""Strided conv nets for any image shape and channel count, the decoder mirroring the encoder.
+
+Encoder: ``depth`` x [Conv2d(k=3, stride 2, padding 1) -> act], channels F, 2F, 4F, ... (each
+halves the side, rounding up: 25 -> 13 -> 7 -> 4), then Flatten -> Linear(P).
+Decoder: Linear(K) -> Unflatten -> act, then ``depth`` ConvTranspose2d(k=3, stride 2, padding 1)
+whose output_padding (0 or 1) restores each side exactly, the last one to C channels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from . import activation
+
+NAME = "conv"
+MIN_FINAL_SIDE = 2
+
+
+def sides(size: int, depth: int) -> list[int]:
+    """[size, ceil(size/2), ...]: the side before and after each stride-2 layer (depth + 1 values)."""
+    out = [size]
+    for _ in range(depth):
+        out.append((out[-1] + 1) // 2)
+    return out
+
+
+def build(cfg: Any, image_shape: tuple[int, int, int], num_params: int) -> tuple[nn.Module, nn.Module]:
+    c, h, w = image_shape
+    depth, f = cfg.depth, cfg.num_filters
+    hs, ws = sides(h, depth), sides(w, depth)
+    if min(hs[-1], ws[-1]) < MIN_FINAL_SIDE:
+        smallest = 2**depth * (MIN_FINAL_SIDE - 1) + 1  # ceil(s / 2^depth) >= 2
+        raise ValueError(
+            f"arch conv with depth {depth} halves the image {depth} times and needs at least {smallest}x{smallest} "
+            f"pixels, got {h}x{w}; lower --depth or use --arch mlp"
+        )
+    act = cfg.activation or "relu"
+    chans = [f * 2**i for i in range(depth)]  # [F, 2F, 4F, ...]
+    enc: list[nn.Module] = []
+    for cin, cout in zip([c, *chans], chans):
+        enc += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), activation(act)]  # [B, cout, ceil(h/2), ceil(w/2)]
+    flat = chans[-1] * hs[-1] * ws[-1]
+    enc += [nn.Flatten(), nn.Linear(flat, num_params)]  # [B, P]
+    dec: list[nn.Module] = [nn.Linear(cfg.latent_dim, flat), nn.Unflatten(1, (chans[-1], hs[-1], ws[-1])), activation(act)]
+    outs = [c, *chans[:-1]]  # each transposed conv's output channels, innermost last
+    for i in reversed(range(depth)):
+        # (in - 1) * 2 - 2 + 3 + output_padding = the side before layer i of the encoder
+        pad = (hs[i] - (2 * hs[i + 1] - 1), ws[i] - (2 * ws[i + 1] - 1))
+        dec.append(nn.ConvTranspose2d(chans[i], outs[i], 3, stride=2, padding=1, output_padding=pad))
+        if i > 0:
+            dec.append(activation(act))
+    return nn.Sequential(*enc), nn.Sequential(*dec)
