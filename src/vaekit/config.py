@@ -39,25 +39,25 @@ class ModelConfig:
         None,
         "networks: assignment (the assignment's conv nets), mlp (fully connected), conv (strided convs, any image "
         "shape); default: assignment for 28x28 single-channel images, conv otherwise",
-        choices=tuple(sorted(ARCHITECTURES)),
+        choices=ARCHITECTURES,  # the registry itself: an architecture added to it is a valid choice
     )
     latent_dim: int = _f(2, "latent dimensionality K", min=1)
     num_filters: int = _f(32, "assignment and conv: channels of the hidden conv layers (conv: of the first, doubling per layer)", min=1)
     depth: int = _f(3, "conv: stride-2 conv layers in the encoder, mirrored in the decoder", min=1)
     hidden: str = _f("200,200", "mlp: hidden layer widths of the encoder, comma-separated (the decoder mirrors them)")
     activation: str | None = _f(
-        None, "mlp and conv: hidden activation (default: tanh for mlp, relu for conv)", choices=tuple(ACTIVATIONS),
+        None, "mlp and conv: hidden activation (default: tanh for mlp, relu for conv)", choices=ACTIVATIONS,
     )
     likelihood: str = _f(
         "gaussian",
         "decoder likelihood: gaussian (scalar sigma_x, the assignment's), bernoulli (logits; for binarized images) "
         "or continuous-bernoulli (logits; a proper density for grey pixels)",
-        choices=tuple(LIKELIHOODS),
+        choices=LIKELIHOODS,
     )
     posterior: str = _f(
         "isotropic",
         "encoder posterior: isotropic (one std, the assignment's) or diagonal (one std per latent dimension)",
-        choices=tuple(POSTERIORS),
+        choices=POSTERIORS,
     )
 
 
@@ -72,7 +72,7 @@ class TrainConfig:
         "elbo",
         "what training maximizes: elbo (with --samples N samples of z; --beta for a beta-VAE) or iwae "
         "(the importance-weighted bound with --iw-samples k, Burda et al. 2016)",
-        choices=tuple(OBJECTIVES),
+        choices=OBJECTIVES,
     )
     samples: int = _f(1, "elbo: samples of z per image per step (N)", min=1)
     iw_samples: int = _f(5, "iwae: importance samples per image per step (k)", min=1)

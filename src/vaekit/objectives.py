@@ -126,13 +126,12 @@ class Objective:
 
     fn: Callable[..., Terms]
     samples_field: str  # "samples" (N) or "iw_samples" (k)
-    title: str  # how its training value is named in metrics and progress bars
 
     def __call__(self, *args: Any, **kwargs: Any) -> Terms:
         return self.fn(*args, **kwargs)
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "elbo": Objective(elbo, "samples", "objective"),
-    "iwae": Objective(iwae, "iw_samples", "iwae"),
+    "elbo": Objective(elbo, samples_field="samples"),
+    "iwae": Objective(iwae, samples_field="iw_samples"),
 }
