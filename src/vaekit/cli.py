@@ -299,13 +299,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         (f"ELBO ({r['n_samples']} samples)", f"{r['elbo']:10.2f} +- {r['elbo_se']:.2f} nats per image (rec {r['rec']:.2f}, KL {r['kl']:.2f})"),
         (f"log p(x) (k={r['k']})", f"{r['log_likelihood']:10.2f} +- {r['log_likelihood_se']:.2f} nats per image"),
         ("", f"{r['bits_per_dim']:10.4f} +- {r['bits_per_dim_se']:.4f} bits/dim (= -log p(x) / (D ln 2))"),
+        *(
+            [("8-bit NLL", f"{r['bits_per_dim_8bit']:10.4f} +- {r['bits_per_dim_8bit_se']:.4f} bits/dim (dequantized upper bound)")]
+            if "bits_per_dim_8bit" in r else []
+        ),
         ("KL per latent dim", f"[{kl}] nats"),
         ("active units", f"{r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})"),
         ("reconstruction MSE", f"{r['recon_mse']:.5f} per pixel"),
     ]
     for label, value in rows:
         print(f"  {label:<22}{value}")
+    peak = f" (this machine's fp32 matmul rate: {r['matmul_peak_gflops']:.0f} GFLOP/s)" if "matmul_peak_gflops" in r else ""
+    print(f"  {'speed':<22}{r['decodes_per_s']:,.0f} decodes/s in {r['log_likelihood_seconds']:.0f} s, decoder at {r['decoder_gflops']:.1f} GFLOP/s{peak}")
     print(f"note: {r['note']}")
+    if "dequantization_note" in r:
+        print(f"note: {r['dequantization_note']}")
     print(f"wrote {Path(args.run_dir) / ('eval_' + r['split'] + '.json')}")
     return 0
 

@@ -43,7 +43,7 @@ from .checkpoint import (
 )
 from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
 from .data import ImageData, binarize, load_dataset
-from .evaluation import LIKELIHOOD_NOTE, evaluate, evaluate_elbo, seeded_rng
+from .evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, evaluate_elbo, matmul_peak_gflops, seeded_rng
 from .latents import interpolate, latent_grid, pca, posterior_means, reconstruct
 from .model import VAE, generate_images, param_device
 from .objectives import OBJECTIVES
@@ -446,8 +446,16 @@ def eval_run(
     images = split_images(data, train_cfg, split)[:limit]
     t0 = time.perf_counter()
     result = evaluate(model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress)
-    result = {"split": split, **result, "seconds": time.perf_counter() - t0, "device": str(next(model.parameters()).device)}
+    result = {"split": split, **result, "seconds": time.perf_counter() - t0, "device": str(param_device(model)[0])}
+    # how fast the estimate ran: decoder passes per second, and its FLOP rate against this machine's matmul rate
+    dec_flops = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
+    result["decodes_per_s"] = result["decodes"] / max(result["log_likelihood_seconds"], 1e-9)
+    result["decoder_gflops"] = result["decodes_per_s"] * dec_flops / 1e9
+    if param_device(model)[0].type == "cpu":
+        result["matmul_peak_gflops"] = matmul_peak_gflops()
     result["note"] = LIKELIHOOD_NOTE
+    if "bits_per_dim_8bit" in result:
+        result["dequantization_note"] = DEQUANTIZATION_NOTE
     if save:
         atomic_write_text(run / f"eval_{split}.json", json.dumps(result, indent=2) + "\n")
     return result
