@@ -125,10 +125,10 @@ def log_prob(x: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
             f"{_shape(x)}, got {_shape(log_sigma)}"
         )
     _check_same(("x", "mu", "log_sigma"), (x, mu, log_sigma))
-    k = x.shape[-1]
+    K = x.shape[-1]
     sq_dist = (x - mu).pow(2).sum(dim=-1)  # [B, N]
     # log N(x; mu, s^2 I) = -K/2 log(2 pi) - K log s - |x - mu|^2 / (2 s^2)
-    return -0.5 * k * LOG_2PI - k * log_sigma - 0.5 * sq_dist * torch.exp(-2.0 * log_sigma)
+    return -0.5 * K * LOG_2PI - K * log_sigma - 0.5 * sq_dist * torch.exp(-2.0 * log_sigma)
 
 
 def _log_prob_params(samples: Tensor, params: Tensor) -> Tensor:
@@ -157,11 +157,11 @@ def kl_q_p_mc(samples_q: Tensor, params_q: Tensor, params_p: Tensor) -> Tensor:
     samples_q = _check_tensor("samples_q", samples_q, 3, "[B, N, K]")
     params_q = _check_params("params_q", params_q)
     params_p = _check_params("params_p", params_p)
-    b, _, k = samples_q.shape
+    b, _, K = samples_q.shape
     for name, p in (("params_q", params_q), ("params_p", params_p)):
-        if p.shape != (b, k + 1):
+        if p.shape != (b, K + 1):
             raise ValueError(
-                f"{name} must have shape [B, K+1] = [{b}, {k + 1}] to match samples_q "
+                f"{name} must have shape [B, K+1] = [{b}, {K + 1}] to match samples_q "
                 f"{_shape(samples_q)}, got {_shape(p)}"
             )
     _check_same(("samples_q", "params_q", "params_p"), (samples_q, params_q, params_p))
@@ -189,13 +189,13 @@ def kl_q_p_exact(params_q: Tensor, params_p: Tensor) -> Tensor:
             f"params_p must have the shape of params_q {_shape(params_q)}, got {_shape(params_p)}"
         )
     _check_same(("params_q", "params_p"), (params_q, params_p))
-    k = params_q.shape[1] - 1
+    K = params_q.shape[1] - 1
     mu_q, log_sig_q = params_q[:, :-1], params_q[:, -1]  # [B, K], [B]
     mu_p, log_sig_p = params_p[:, :-1], params_p[:, -1]  # [B, K], [B]
     log_ratio = log_sig_q - log_sig_p  # [B]
     sq_dist = (mu_q - mu_p).pow(2).sum(dim=1)  # [B]
     return 0.5 * (
-        k * torch.exp(2.0 * log_ratio) + sq_dist * torch.exp(-2.0 * log_sig_p) - k - 2.0 * k * log_ratio
+        K * torch.exp(2.0 * log_ratio) + sq_dist * torch.exp(-2.0 * log_sig_p) - K - 2.0 * K * log_ratio
     )
 
 

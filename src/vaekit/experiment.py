@@ -317,13 +317,13 @@ def write_run_figures(
     means = posterior_means(model, test)  # [M, K]
     grid, what = latent_grid(model, n=15, means=means)
     plot_latent_map(grid, out / "latent_map.png", what)
-    k = means.shape[1]
-    if k == 2:
+    K = means.shape[1]
+    if K == 2:
         points, axes, title = means, ("E[z_0|x]", "E[z_1|x]"), f"posterior means of the {len(test)} test images"
     else:
         center, dirs, _ = pca(means, 2)
         points = (means - center) @ dirs.T  # [M, 2]
-        axes, title = ("PC 1", "PC 2"), f"posterior means of the {len(test)} test images (PCA of K={k})"
+        axes, title = ("PC 1", "PC 2"), f"posterior means of the {len(test)} test images (PCA of K={K})"
     plot_latent_scatter(points, data.test_labels, out / "latent_scatter.png", axes, title)
     pairs = order[16:32].reshape(2, 8)  # 8 pairs of other test images
     plot_interpolations(interpolate(model, test[pairs[0]], test[pairs[1]], steps=10), out / "interpolations.png")

@@ -71,10 +71,10 @@ def latent_grid(model: VAE, n: int = 15, means: Tensor | None = None, span: floa
     means of a dataset, [M, K]), around their mean.
     """
     device, dtype = param_device(model)
-    k = model.K
-    if k == 2 or means is None:
-        if k != 2:
-            raise ValueError(f"a latent map of a K={k} model needs the posterior means of a dataset (means=[M, {k}])")
+    K = model.K
+    if K == 2 or means is None:
+        if K != 2:
+            raise ValueError(f"a latent map of a K={K} model needs the posterior means of a dataset (means=[M, {K}])")
         q = torch.special.ndtri((torch.arange(n, dtype=torch.float64) + 0.5) / n)  # [n] prior quantiles
         zx, zy = q, q.flip(0)  # top row = largest z_2
         grid = torch.stack(torch.meshgrid(zy, zx, indexing="ij")[::-1], dim=-1).reshape(-1, 2)  # [n*n, 2]

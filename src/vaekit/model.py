@@ -92,8 +92,8 @@ class VAE(nn.Module):
         if not isinstance(samples_z, Tensor) or samples_z.ndim != 3 or samples_z.shape[-1] != self.latent_dim:
             got = list(samples_z.shape) if isinstance(samples_z, Tensor) else type(samples_z).__name__
             raise ValueError(f"samples_z must have shape [B, N, K={self.latent_dim}], got {got}")
-        b, n, k = samples_z.shape
-        out = self.decoder(samples_z.reshape(b * n, k))  # [B*N, C, H, W]
+        b, n, K = samples_z.shape
+        out = self.decoder(samples_z.reshape(b * n, K))  # [B*N, C, H, W]
         if out.ndim != 4 or out.shape[0] != b * n:
             raise ValueError(f"the decoder must map latents [M, K] to [M, C, H, W], got {list(out.shape)} for M={b * n}")
         return out.reshape(b, n, *out.shape[1:])  # [B, N, C, H, W]
@@ -175,11 +175,11 @@ def generate_images(vae: VAE, K: int | None = None, n_images: int = 9) -> Tensor
 
     ``K`` defaults to the model's latent size; a different value is an error.
     """
-    k = vae.latent_dim if K is None else K
-    if k != vae.latent_dim:
-        raise ValueError(f"K={k} does not match the model's latent size K={vae.latent_dim}")
+    K = vae.latent_dim if K is None else K
+    if K != vae.latent_dim:
+        raise ValueError(f"K={K} does not match the model's latent size K={vae.latent_dim}")
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ValueError(f"n_images must be an int >= 1, got {n_images!r}")
     device, dtype = param_device(vae)
-    z = torch.randn(n_images, 1, k, device=device, dtype=dtype)  # [X, 1, K]
+    z = torch.randn(n_images, 1, K, device=device, dtype=dtype)  # [X, 1, K]
     return vae.mean_image(z)[:, 0]  # [X, C, H, W]

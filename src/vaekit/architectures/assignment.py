@@ -46,9 +46,9 @@ class AssignmentDecoder(nn.Sequential):
         The same Linear, its weight rows taken in (h, w, c) order instead of (c, h, w): the
         product is then [M, S, S, F] in memory, which is [M, F, S, S] in channels_last.
         """
-        f, s, k = self.num_filters, self.side, self.latent_dim
+        f, s, K = self.num_filters, self.side, self.latent_dim
         lin = self[0]
-        w = lin.weight.view(f, s * s, k).transpose(0, 1).reshape(f * s * s, k)  # [S*S*F, K]
+        w = lin.weight.view(f, s * s, K).transpose(0, 1).reshape(f * s * s, K)  # [S*S*F, K]
         bias = lin.bias.view(f, s * s).t().reshape(-1)  # [S*S*F]
         return F.linear(z, w, bias).view(z.shape[0], s, s, f).permute(0, 3, 1, 2)  # [M, F, S, S]
 
