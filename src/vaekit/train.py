@@ -27,6 +27,7 @@ from . import distributed
 from .checkpoint import TrainState, capture_rng, restore_rng
 from .config import TrainConfig, resolve_device, validate
 from .data import binarize
+from .datastream import NpyRows
 from .model import VAE
 from .objectives import OBJECTIVES, Objective, Terms
 
@@ -215,10 +216,15 @@ class TrainLoop:
         if device.type == "cpu":
             configure_threads(1 if dist_info is None else dist_info.local_world_size)
         self.device = device
-        images = as_image_tensor(images, "images")
-        if images.is_floating_point():
-            images = images.to(torch.float32)
-        images = images.to(device)  # uint8 stays uint8: a quarter of the memory, made float per batch
+        self.streamed = isinstance(images, NpyRows)  # larger than memory: read from disk a batch at a time
+        if self.streamed:
+            if cfg.binarize == "static":
+                raise ValueError("binarize='static' draws the whole training set at once and needs it in memory; use 'dynamic'")
+        else:
+            images = as_image_tensor(images, "images")
+            if images.is_floating_point():
+                images = images.to(torch.float32)
+            images = images.to(device)  # uint8 stays uint8: a quarter of the memory, made float per batch
         if cfg.binarize == "static":
             images = binarize(to_float(images))  # one fixed draw (data.BINARIZE_SEED)
         self.images, self.n_img = images, images.shape[0]
@@ -383,8 +389,14 @@ class TrainLoop:
     def batch(self, idx: Tensor, shard: distributed.BatchShard) -> Tensor:
         """This process's images of the global batch ``idx``, float32 in [0, 1] on the device."""
         if self.cfg.binarize == "dynamic":  # a fresh binary image each time, drawn for the whole global batch
-            return shard.draw(lambda b: torch.bernoulli(to_float(self.images.index_select(0, idx))))
-        return to_float(self.images.index_select(0, shard.take(idx)))
+            return shard.draw(lambda b: torch.bernoulli(self.rows(idx)))
+        return self.rows(shard.take(idx))
+
+    def rows(self, idx: Tensor) -> Tensor:
+        """Images ``idx`` as float32 in [0, 1] on the device (read from disk when streamed)."""
+        if self.streamed:
+            return to_float(self.images.index_select(0, idx.cpu()).to(self.device))
+        return to_float(self.images.index_select(0, idx))
 
     def forward_backward(self, x: Tensor, shard: distributed.BatchShard) -> tuple[Terms, Tensor]:
         """The objective's per-image terms on this process's images, and the gradient of the global batch's mean loss."""
@@ -490,7 +502,8 @@ def fit(
     """Train ``model`` on ``images`` [N, C, H, W] as ``cfg`` says; the model and data follow cfg.device.
 
     ``images`` are floats in [0, 1] or uint8 pixels (kept uint8 on the device and made float
-    one batch at a time). The objective is ``cfg.objective`` (``objectives.OBJECTIVES``) with
+    one batch at a time), or a ``datastream.NpyRows`` for data larger than memory (read from
+    disk a batch at a time). The objective is ``cfg.objective`` (``objectives.OBJECTIVES``) with
     the KL weight ``kl_beta(cfg, step)``; the per-step "ELBO" recorded is always the true
     bound (beta = 1), and a different training objective is recorded beside it.
 
