@@ -153,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN_DIR/report.html)")
+
+    from .config import DataConfig
+
+    p = sub.add_parser(
+        "data",
+        help="show what a dataset holds (imports image folders and array files into the cache), without training",
+        description=(
+            "Load a dataset as vaekit train --dataset would and print what was found: images per split, size, "
+            "channels, classes, skipped files, and the cache's location and size. Image folders and .npy/.npz "
+            "files are imported into the cache on first use."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="mnist, fashion-mnist, a folder (image files, or the four IDX files) or a .npy/.npz file")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    add_config_flags(p, DataConfig, "data")
     return parser
 
 
@@ -345,7 +360,52 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "figures": cmd_figures, "report": cmd_report}
+def cmd_data(args: argparse.Namespace) -> int:
+    from .config import DataConfig
+    from .data import load_dataset
+    from .imagefiles import cache_size
+
+    data = load_dataset(args.path, config=config_from_args(DataConfig, args), progress=args.progress)
+    info = data.info
+    split = info.get("split", "given")
+    if split == "seeded":
+        split = f"seeded (test fraction {info['test_fraction']}, seed {info['split_seed']})"
+    h, w = data.train_uint8.shape[-2:]
+    c = int(data.train_uint8.shape[1])
+    rules = [f" ({info[k]})" if info.get(k) else "" for k in ("image_size_rule", "channels_rule")]
+    classes = info.get("classes")
+    if classes:
+        shown = ", ".join(classes[:20]) + (f", ... ({len(classes) - 20} more)" if len(classes) > 20 else "")
+        classes_line = f"{len(classes)}: {shown}"
+    elif info.get("labelled", True):
+        labels = data.train_labels
+        classes_line = f"labels {int(labels.min())}..{int(labels.max())} (numbers, no names)" if len(labels) else "none"
+    else:
+        classes_line = "none (no class folders: every label is -1)"
+    skipped = info.get("skipped_files") or []
+    print(f"vaekit data: {args.path}")
+    print(f"  {'format':<9}{info.get('source', '?')}, split {split}")
+    print(f"  {'train':<9}{len(data.train_uint8)} images")
+    print(f"  {'test':<9}{len(data.test_uint8)} images")
+    print(f"  {'size':<9}{w}x{h}{rules[0]}, {c} channel{'s' * (c > 1)}{rules[1]}")
+    print(f"  {'classes':<9}{classes_line}")
+    print(f"  {'skipped':<9}{len(skipped)} file{'s' * (len(skipped) != 1)}" + (" (bad images)" if skipped else ""))
+    for line in skipped[:10]:
+        print(f"             {line}")
+    if len(skipped) > 10:
+        print(f"             ... and {len(skipped) - 10} more")
+    cache = info.get("cache")
+    if cache:
+        size = info.get("cache_bytes", cache_size(cache))
+        status = info.get("cache_status")
+        how = f"; {status}" + (f" in {info['import_seconds']:.1f} s" if status != "reused" and "import_seconds" in info else "") if status else ""
+        print(f"  {'cache':<9}{cache} ({size / 2**20:.1f} MiB{how})")
+    else:
+        print(f"  {'cache':<9}none (read directly)")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "figures": cmd_figures, "report": cmd_report, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

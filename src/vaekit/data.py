@@ -636,8 +636,14 @@ def _load_idx(
 
         train_u8 = conform_uint8(train_u8, config.image_size, config.channels)
         test_u8 = conform_uint8(test_u8, config.image_size, config.channels)
-    info.update(image_size=list(train_u8.shape[-2:]), channels=int(train_u8.shape[1]),
-                train=len(train_u8), test=len(test_u8))
+    info.update(
+        image_size=list(train_u8.shape[-2:]),
+        channels=int(train_u8.shape[1]),
+        image_size_rule="given" if config.image_size is not None else "from the data",
+        channels_rule="given" if config.channels is not None else "from the data",
+        train=len(train_u8),
+        test=len(test_u8),
+    )
     return ImageData(
         name=label,
         train_uint8=train_u8,
