@@ -161,7 +161,7 @@ def _to_8bit(img):
     if mode == "F":
         a = np.asarray(img, dtype=np.float64)
         if a.size and not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
-            raise _BadImage(f"floating-point pixels in [{np.nanmin(a)}, {np.nanmax(a)}]; expected values in [0, 1]")
+            raise _BadImage(f"floating-point pixels in [{a.min()}, {a.max()}]; expected values in [0, 1]")
         return Image.fromarray(np.rint(a * 255.0).astype(np.uint8), "L")
     if mode in ("LA", "La"):
         return Image.fromarray(_composite(np.asarray(img.convert("LA")))[..., 0], "L")
@@ -217,8 +217,8 @@ def _decode(path: str, image_size: int | None, channels: int | None) -> np.ndarr
     elif channels == 3 and img.mode == "L":
         img = img.convert("RGB")
     img = _fit(img, image_size)
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+    arr = np.asarray(img, dtype=np.uint8)  # read-only, shares Pillow's buffer: copied below
+    return arr[None].copy() if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def _why(exc: BaseException) -> str:
@@ -715,7 +715,7 @@ def _check_values(array: np.ndarray, where: str) -> None:
         return
     lo = hi = None
     if array.size and (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        lo, hi = np.nanmin(array), np.nanmax(array)
+        lo, hi = array.min(), array.max()  # NaN shows as nan
     found = f"{array.dtype} values" + (f" in [{lo}, {hi}]" if lo is not None else "")
     if np.issubdtype(array.dtype, np.floating):
         if not array.size or (np.isfinite(array).all() and lo >= 0.0 and hi <= 1.0):
