@@ -65,7 +65,6 @@ import pathlib
 import struct
 import time
 import warnings
-from collections import Counter
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -257,40 +256,76 @@ def _workers() -> int:
         return os.cpu_count() or 1
 
 
-def _pmap(fn: Callable, items: Sequence[str], *, desc: str, progress: bool | None, workers: int | None = None) -> Iterator:
-    """``map(fn, items)`` in order, over a process pool when it pays, with a tqdm bar."""
+def _decode_chunk(job: tuple[list[str], int | None, int | None]) -> list[tuple[int, np.ndarray | str]]:
+    """Decode a chunk of files (in a worker): [(position, [k, C, H, W] run of same-shape images, or an error)].
+
+    Runs of consecutive images are stacked, so that a chunk crosses the process boundary
+    as a few arrays rather than one object per image.
+    """
+    paths, size, channels = job
+    items: list[tuple[int, np.ndarray | str]] = []
+    run: list[np.ndarray] = []
+    start = 0
+    for i, path in enumerate(paths):
+        try:
+            arr = _decode(path, size, channels)
+        except _BadImage as exc:
+            arr = str(exc)
+        if run and (isinstance(arr, str) or arr.shape != run[0].shape):
+            items.append((start, np.stack(run)))
+            run = []
+        if isinstance(arr, str):
+            items.append((i, arr))
+        else:
+            if not run:
+                start = i
+            run.append(arr)
+    if run:
+        items.append((start, np.stack(run)))
+    return items
+
+
+def _pmap(fn: Callable, jobs: Sequence, weights: Sequence[int], *, desc: str, progress: bool | None) -> Iterator:
+    """``map(fn, jobs)`` in order, over a process pool when it pays, with a tqdm bar counting ``weights``."""
     from tqdm.auto import tqdm
 
-    workers = workers or _workers()
-    bar = tqdm(total=len(items), desc=desc, unit="img", disable=None if progress is None else not progress, leave=False)
+    workers = _workers()
+    bar = tqdm(total=sum(weights), desc=desc, unit="img", disable=None if progress is None else not progress, leave=False)
     try:
-        if workers <= 1 or len(items) < _PARALLEL_MIN:
-            for item in items:
-                yield fn(item)
-                bar.update()
+        if workers <= 1 or sum(weights) < _PARALLEL_MIN or len(jobs) < 2:
+            for job, weight in zip(jobs, weights):
+                yield fn(job)
+                bar.update(weight)
             return
         ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
+        pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx)
         try:
             with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads; the workers only run Pillow
                 warnings.simplefilter("ignore", DeprecationWarning)
-                results = pool.map(fn, items, chunksize=max(1, min(256, len(items) // (workers * 8))))
-                for result in results:
+                for result, weight in zip(pool.map(fn, jobs), weights):
                     yield result
-                    bar.update()
+                    bar.update(weight)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
 
 
+def _chunked(items: Sequence, n_items: int) -> list:
+    """Split ``items`` into chunks: about 8 per worker, 16 to 512 items each."""
+    per = max(16, min(512, math.ceil(n_items / (_workers() * 8))))
+    return [items[i : i + per] for i in range(0, len(items), per)]
+
+
 # ============================================================================ source listing
 
 
-def _scan_tree(root: pathlib.Path) -> list[pathlib.Path]:
-    """Image files under ``root``, recursively, following symlinks; a symlink loop is an error."""
-    found: list[pathlib.Path] = []
+def _scan_tree(root: str) -> list[str]:
+    """Paths (relative to ``root``, with "/") of the image files under it, recursively, following
+    symlinks; a symlink loop is an error.  Strings, not pathlib: this runs on every load."""
+    found: list[str] = []
     chains: dict[str, frozenset[str]] = {}
+    skip = len(root) + 1
 
     def onerror(exc: OSError) -> None:
         raise DatasetError(
@@ -307,42 +342,48 @@ def _scan_tree(root: pathlib.Path) -> list[pathlib.Path]:
             )
         chains[dirpath] = above | {real}
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        prefix = dirpath[skip:].replace(os.sep, "/") + "/" if len(dirpath) > len(root) else ""
         for name in filenames:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                found.append(pathlib.Path(dirpath, name))
+                found.append(prefix + name)
     return found
 
 
-def _split_entries(split_root: pathlib.Path) -> tuple[list[tuple[tuple[str, ...], str | None, pathlib.Path]], bool]:
-    """The images under one split folder: ([(order key, class name or None, path)], has class folders)."""
+def _split_entries(root: str, split: str) -> tuple[list[tuple[tuple[str, ...], str | None, str]], bool]:
+    """The images under ``root/split`` ("" for root itself):
+    ([(order key, class name or None, path relative to root)], has class folders)."""
+    here = os.path.join(root, split) if split else root
+    lead = f"{split}/" if split else ""
     try:
-        children = sorted(p for p in split_root.iterdir() if not p.name.startswith("."))
+        with os.scandir(here) as it:
+            children = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        own_images = [e for e in children if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
+        folders = [e.name for e in children if e.is_dir()]
     except OSError as exc:
-        raise DatasetError(f"{split_root}: cannot list the folder ({exc.strerror or exc}); make it readable") from None
-    own_images = [p for p in children if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    folders = [p for p in children if p.is_dir()]
+        raise DatasetError(f"{here}: cannot list the folder ({exc.strerror or exc}); make it readable") from None
     entries = []
     if own_images or not folders:  # no classes: order by the path below the split folder
-        for path in _scan_tree(split_root):
-            entries.append((path.relative_to(split_root).parts, None, path))
+        for rel in _scan_tree(here):
+            entries.append((tuple(rel.split("/")), None, lead + rel))
         return entries, False
-    for folder in folders:
-        for path in _scan_tree(folder):
-            entries.append((path.relative_to(folder).parts + ("", folder.name), folder.name, path))
+    for name in folders:
+        for rel in _scan_tree(os.path.join(here, name)):
+            entries.append((tuple(rel.split("/")) + ("", name), name, f"{lead}{name}/{rel}"))
     return entries, True
 
 
 class _Listing:
-    """What a source folder holds: per split, the files (in order) and their labels."""
+    """What a source folder holds: per split, the files (in order, relative to the root) and their labels."""
 
     def __init__(self, root: pathlib.Path):
         if not root.is_dir():
             raise DatasetError(f"{root}: not a folder")
         subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
         self.root = root
+        base = os.path.normpath(str(root))
         if {"train", "test"} <= subdirs:
             self.given_split = True
-            parts = {s: _split_entries(root / s) for s in ("train", "test")}
+            parts = {s: _split_entries(base, s) for s in ("train", "test")}
             if parts["train"][1] != parts["test"][1]:
                 which = "train" if parts["train"][1] else "test"
                 raise DatasetError(
@@ -358,25 +399,29 @@ class _Listing:
                         f"{lone}/ to have the images split at random (--test-fraction)"
                     )
             self.given_split = False
-            parts = {"all": _split_entries(root)}
+            parts = {"all": _split_entries(base, "")}
         self.labelled = next(iter(parts.values()))[1]
         names = sorted({c for entries, _ in parts.values() for _, c, _ in entries if c is not None})
         self.classes = names if self.labelled else None
         index = {c: i for i, c in enumerate(names)}
-        self.files: dict[str, list[pathlib.Path]] = {}
+        self.files: dict[str, list[str]] = {}  # relative, with "/"
         self.labels: dict[str, list[int]] = {}
         for split, (entries, _) in parts.items():
             entries.sort(key=lambda e: e[0])
-            self.files[split] = [p for _, _, p in entries]
+            self.files[split] = [rel for _, _, rel in entries]
             self.labels[split] = [index[c] if c is not None else -1 for _, c, _ in entries]
+        self.base = base
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.base, rel)
 
     def stat(self) -> list[list]:
         """[relative path, size, mtime_ns] of every file, in order: what the cache is checked against."""
         out = []
         for split in self.files:
-            for path in self.files[split]:
-                st = path.stat()
-                out.append([path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns])
+            for rel in self.files[split]:
+                st = os.stat(os.path.join(self.base, rel))
+                out.append([rel, st.st_size, st.st_mtime_ns])
         return out
 
 
@@ -576,10 +621,87 @@ def load_image_folder(
     )
 
 
-def _bad(path: pathlib.Path, why: str, root: pathlib.Path, skipped: list, config) -> None:
+def _bad(rel: str, why: str, root: pathlib.Path, skipped: list, config) -> None:
     if not config.skip_bad_images:
-        raise DatasetError(f"{path}: {why}; fix or remove the file, or pass --skip-bad-images to skip such files")
-    skipped.append(f"{path.relative_to(root).as_posix()}: {why}")
+        raise DatasetError(f"{root / rel}: {why}; fix or remove the file, or pass --skip-bad-images to skip such files")
+    skipped.append(f"{rel}: {why}")
+
+
+class _MoreChannels(Exception):
+    """A colour image came after grey ones while the channels come from the data."""
+
+
+class _OtherSize(Exception):
+    """Images of different sizes while the size comes from the data."""
+
+
+def _sizes_error(root: pathlib.Path, rels: list[str], progress: bool | None) -> DatasetError:
+    sizes: dict[tuple[int, int], list[str]] = {}
+    jobs = _chunked([str(root / r) for r in rels], len(rels))
+    probes = _pmap(_probe_chunk, jobs, [len(j) for j in jobs], desc="reading headers", progress=progress)
+    for rel, probe in zip(rels, itertools.chain.from_iterable(probes)):
+        if not isinstance(probe, str):
+            sizes.setdefault(probe[:2], []).append(rel)
+    found = ", ".join(
+        f"{w}x{h} ({len(names)} file{'s' * (len(names) > 1)}, e.g. {names[0]})"
+        for (w, h), names in sorted(sizes.items(), key=lambda kv: -len(kv[1]))[:8]
+    )
+    return DatasetError(
+        f"{root}: images of {len(sizes)} different sizes (width x height): {found}; pass --image-size S to "
+        f"resize them all (shorter side to S, centre crop SxS)"
+    )
+
+
+def _probe_chunk(paths: list[str]) -> list:
+    return [_guarded(_probe, p) for p in paths]
+
+
+def _decode_splits(listing, splits, size, channels, config, progress, folder, n_total):
+    """Decode both splits into the cache folder's .npy files: (shapes, files, digest, skipped, [C, H, W])."""
+    root = listing.root
+    skipped: list[str] = []
+    shapes, files_out = {}, {}
+    digest = hashlib.sha256()
+    chw: tuple[int, int, int] | None = None  # fixed by the first good image
+    for split in ("train", "test"):
+        paths, labels = splits[split]
+        kept: list[int] = []
+
+        def blocks(paths=paths, kept=kept, split=split) -> Iterator[np.ndarray]:
+            nonlocal chw
+            jobs = [(chunk, size, channels) for chunk in _chunked([listing.path(r) for r in paths], n_total)]
+            offsets = np.cumsum([0] + [len(j[0]) for j in jobs])
+            results = _pmap(_decode_chunk, jobs, [len(j[0]) for j in jobs], desc=f"importing {split}", progress=progress)
+            with contextlib.closing(results):
+                for offset, items in zip(offsets, results):
+                    for pos, item in items:
+                        if isinstance(item, str):
+                            _bad(paths[offset + pos], item, root, skipped, config)
+                            continue
+                        if chw is None:
+                            chw = tuple(item.shape[1:])
+                        if channels is None and item.shape[1] != chw[0]:
+                            if item.shape[1] == 3:
+                                raise _MoreChannels
+                            item = np.repeat(item, 3, axis=1)  # grey among colour: R = G = B, as Pillow's convert("RGB")
+                        if item.shape[2:] != chw[1:]:
+                            raise _OtherSize
+                        kept.extend(range(offset + pos, offset + pos + len(item)))
+                        yield item
+
+        stream = blocks()
+        first = next(stream, None)
+        if first is None:
+            raise DatasetError(
+                f"{root}: the {split} split would be empty (all its images were skipped as bad); add images"
+            )
+        n = _write_uint8_npy(folder / f"{split}.npy", chw, itertools.chain([first], stream), digest)
+        lab = np.asarray([labels[i] for i in kept], dtype=np.int64)
+        digest.update(lab.tobytes())
+        _save_npy(folder / f"{split}-labels.npy", lab)
+        shapes[split] = [n, *chw]
+        files_out[split] = [paths[i] for i in kept]
+    return shapes, files_out, digest, skipped, chw
 
 
 def _import_folder(listing: _Listing, config, progress: bool | None, folder: pathlib.Path) -> dict:
@@ -596,73 +718,17 @@ def _import_folder(listing: _Listing, config, progress: bool | None, folder: pat
             "train": ([files[i] for i in train_idx], [labels[i] for i in train_idx]),
             "test": ([files[i] for i in test_idx], [labels[i] for i in test_idx]),
         }
-    skipped: list[str] = []
-    bad: set[pathlib.Path] = set()
     size, channels = config.image_size, config.channels
-    how = {"image_size": "given" if size is not None else "from the data", "channels": "given" if channels is not None else "from the data"}
-    if size is None or channels is None:  # read the headers first to choose
-        every = [p for s in ("train", "test") for p in splits[s][0]]
-        sizes: dict[tuple[int, int], list[str]] = {}
-        greys = Counter()
-        for path, probe in zip(every, _pmap(functools.partial(_guarded, _probe), [str(p) for p in every], desc="reading headers", progress=progress)):
-            if isinstance(probe, str):
-                _bad(path, probe, root, skipped, config)
-                bad.add(path)
-                continue
-            w, h, grey = probe
-            sizes.setdefault((w, h), []).append(path.relative_to(root).as_posix())
-            greys[grey] += 1
-        if size is None:
-            if len(sizes) > 1:
-                found = ", ".join(
-                    f"{w}x{h} ({len(names)} file{'s' * (len(names) > 1)}, e.g. {names[0]})"
-                    for (w, h), names in sorted(sizes.items(), key=lambda kv: -len(kv[1]))[:8]
-                )
-                raise DatasetError(
-                    f"{root}: images of {len(sizes)} different sizes (width x height): {found}; pass --image-size S to "
-                    f"resize them all (shorter side to S, centre crop SxS)"
-                )
-        if channels is None:
-            channels = 1 if greys[False] == 0 else 3
-    shapes, files_out = {}, {}
-    digest = hashlib.sha256()
-    chw: tuple[int, int, int] | None = None  # fixed by the first good image
-    decode = functools.partial(_guarded, functools.partial(_decode, image_size=size, channels=channels))
-    for split in ("train", "test"):
-        paths = [p for p in splits[split][0] if p not in bad]
-        labels = [lab for p, lab in zip(*splits[split]) if p not in bad]
-        kept: list[int] = []
-
-        def chunks(paths=paths, kept=kept, split=split) -> Iterator[np.ndarray]:
-            nonlocal chw
-            results = _pmap(decode, [str(p) for p in paths], desc=f"importing {split}", progress=progress)
-            with contextlib.closing(results):
-                for i, (path, result) in enumerate(zip(paths, results)):
-                    if isinstance(result, str):
-                        _bad(path, result, root, skipped, config)
-                        continue
-                    if chw is None:
-                        chw = tuple(result.shape)
-                    elif result.shape != chw:  # only when a probe was not needed or lied
-                        raise DatasetError(
-                            f"{path}: decodes to {result.shape[2]}x{result.shape[1]} with {result.shape[0]} channel(s), "
-                            f"unlike the others ({chw[2]}x{chw[1]}, {chw[0]}); pass --image-size S and --channels C"
-                        )
-                    kept.append(i)
-                    yield result[None]
-
-        stream = chunks()
-        first = next(stream, None)
-        if first is None:
-            raise DatasetError(
-                f"{root}: the {split} split would be empty (all its images were skipped as bad); add images"
-            )
-        n = _write_uint8_npy(folder / f"{split}.npy", chw, itertools.chain([first], stream), digest)
-        lab = np.asarray([labels[i] for i in kept], dtype=np.int64)
-        digest.update(lab.tobytes())
-        _save_npy(folder / f"{split}-labels.npy", lab)
-        shapes[split] = [n, *chw]
-        files_out[split] = [paths[i].relative_to(root).as_posix() for i in kept]
+    n_total = sum(len(f) for f, _ in splits.values())
+    while True:
+        try:
+            written = _decode_splits(listing, splits, size, channels, config, progress, folder, n_total)
+            break
+        except _MoreChannels:  # a colour image after grey ones, channels from the data: 3 for all, from the start
+            channels = 3
+        except _OtherSize:  # sizes differ and none was given: read every header to list them
+            raise _sizes_error(root, [p for f, _ in splits.values() for p in f], progress) from None
+    shapes, files_out, digest, skipped, chw = written
     info = {
         "source": "image-folder",
         "path": str(root),
@@ -673,8 +739,8 @@ def _import_folder(listing: _Listing, config, progress: bool | None, folder: pat
         "classes": listing.classes,
         "image_size": [chw[1], chw[2]],
         "channels": chw[0],
-        "image_size_rule": how["image_size"],
-        "channels_rule": how["channels"],
+        "image_size_rule": "given" if config.image_size is not None else "from the data",
+        "channels_rule": "given" if config.channels is not None else "from the data",
         "skipped": len(skipped),
         "skipped_files": skipped,
     }

@@ -1,0 +1,87 @@
+"""Importing a folder of PNGs: vaekit's parallel import against a plain single-process Pillow loop.
+
+Writes the first N MNIST training images (default all 60,000) as PNG files into a
+temporary folder (``<label>/<index>.png``), then, in this process and on the same files:
+(a) the reference, a plain loop that lists the files and decodes each with Pillow into one
+uint8 array; (b) ``vaekit.load_dataset(folder)`` into an empty cache: listing, headers,
+parallel decoding (one process per core), the cache's .npy files and manifest. Each is
+timed once, the reference first (both read the files from the page cache: they were just
+written). Checks that both give the same images, then prints images/s of each and
+``ratio=`` (vaekit / reference) last.
+
+    python benchmarks/import_images.py [--n 60000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from common import machine
+from vaekit import load_dataset
+from vaekit.config import DataConfig
+from vaekit.imagefiles import IMAGE_SUFFIXES, _workers
+
+
+def write_pngs(folder: pathlib.Path, n: int) -> None:
+    mnist = load_dataset("mnist")
+    for i, (img, label) in enumerate(zip(mnist.train_uint8[:n, 0].numpy(), mnist.train_labels[:n].tolist())):
+        (folder / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(img, "L").save(folder / str(label) / f"{i:05d}.png")
+
+
+def reference(folder: pathlib.Path) -> np.ndarray:
+    """The plain loop: every image file under ``folder``, sorted, decoded with Pillow."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    out = None
+    for i, path in enumerate(paths):
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("L"))
+        if out is None:
+            out = np.empty((len(paths), *arr.shape), dtype=np.uint8)
+        out[i] = arr
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=60_000, help="PNG files to write and import (default 60000)")
+    args = p.parse_args()
+    print(machine(), f"; {_workers()} worker processes", flush=True)
+    with tempfile.TemporaryDirectory(prefix="vaekit-import-bench-") as tmp:
+        folder, cache = pathlib.Path(tmp) / "png", pathlib.Path(tmp) / "cache"
+        folder.mkdir()
+        t0 = time.perf_counter()
+        write_pngs(folder, args.n)
+        size = sum(f.stat().st_size for f in folder.rglob("*.png"))
+        print(f"wrote {args.n} PNGs ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        t0 = time.perf_counter()
+        ref = reference(folder)
+        ref_s = time.perf_counter() - t0
+        print(f"reference: {args.n / ref_s:8.0f} images/s  ({ref_s:.2f} s, one process, Pillow)", flush=True)
+
+        t0 = time.perf_counter()
+        data = load_dataset(folder, cache_dir=cache, config=DataConfig(test_fraction=0.1), progress=False)
+        vk_s = time.perf_counter() - t0
+        both = torch.cat([data.train_uint8, data.test_uint8])[:, 0].numpy()
+        assert len(both) == args.n and sorted(map(bytes, both)) == sorted(map(bytes, ref)), "different images"
+        print(f"vaekit:    {args.n / vk_s:8.0f} images/s  ({vk_s:.2f} s, listing + headers + parallel decode + cache write; "
+              f"cache {data.info['cache_bytes'] / 2**20:.1f} MiB)", flush=True)
+
+        t0 = time.perf_counter()
+        again = load_dataset(folder, cache_dir=cache, config=DataConfig(test_fraction=0.1), progress=False)
+        assert again.info["cache_status"] == "reused"
+        print(f"vaekit, second load (cache reused): {time.perf_counter() - t0:.2f} s")
+    print(f"ratio={(args.n / vk_s) / (args.n / ref_s):.2f}")
+
+
+if __name__ == "__main__":
+    main()
