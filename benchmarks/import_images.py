@@ -3,7 +3,7 @@
 Writes the first N MNIST training images (default all 60,000) as PNG files into a
 temporary folder (``<label>/<index>.png``), then, in this process and on the same files:
 (a) the reference, a plain loop that lists the files and decodes each with Pillow into one
-uint8 array; (b) ``vaekit.load_dataset(folder)`` into an empty cache: listing, headers,
+uint8 array; (b) ``vaekit.load_dataset(folder)`` into an empty cache: listing,
 parallel decoding (one process per core), the cache's .npy files and manifest. Each is
 timed once, the reference first (both read the files from the page cache: they were just
 written). Checks that both give the same images, then prints images/s of each and

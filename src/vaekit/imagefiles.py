@@ -285,28 +285,45 @@ def _decode_chunk(job: tuple[list[str], int | None, int | None]) -> list[tuple[i
     return items
 
 
-def _pmap(fn: Callable, jobs: Sequence, weights: Sequence[int], *, desc: str, progress: bool | None) -> Iterator:
-    """``map(fn, jobs)`` in order, over a process pool when it pays, with a tqdm bar counting ``weights``."""
+@contextlib.contextmanager
+def _pool(n_items: int) -> Iterator[concurrent.futures.Executor | None]:
+    """A process pool (one worker per core; fork where available) when ``n_items`` images make it pay, else None."""
+    workers = _workers()
+    if workers <= 1 or n_items < _PARALLEL_MIN:
+        yield None
+        return
+    ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pmap(
+    fn: Callable, jobs: Sequence, weights: Sequence[int], *, desc: str, progress: bool | None,
+    pool: concurrent.futures.Executor | None = None,
+) -> Iterator:
+    """``map(fn, jobs)`` in order, over ``pool`` if given, with a tqdm bar counting ``weights``."""
     from tqdm.auto import tqdm
 
-    workers = _workers()
     bar = tqdm(total=sum(weights), desc=desc, unit="img", disable=None if progress is None else not progress, leave=False)
     try:
-        if workers <= 1 or sum(weights) < _PARALLEL_MIN or len(jobs) < 2:
+        if pool is None:
             for job, weight in zip(jobs, weights):
                 yield fn(job)
                 bar.update(weight)
             return
-        ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-        pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx)
+        with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads; the workers only run Pillow
+            warnings.simplefilter("ignore", DeprecationWarning)
+            futures = [pool.submit(fn, job) for job in jobs]
         try:
-            with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads; the workers only run Pillow
-                warnings.simplefilter("ignore", DeprecationWarning)
-                for result, weight in zip(pool.map(fn, jobs), weights):
-                    yield result
-                    bar.update(weight)
+            for future, weight in zip(futures, weights):
+                yield future.result()
+                bar.update(weight)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:
+                future.cancel()
     finally:
         bar.close()
 
@@ -638,7 +655,8 @@ class _OtherSize(Exception):
 def _sizes_error(root: pathlib.Path, rels: list[str], progress: bool | None) -> DatasetError:
     sizes: dict[tuple[int, int], list[str]] = {}
     jobs = _chunked([str(root / r) for r in rels], len(rels))
-    probes = _pmap(_probe_chunk, jobs, [len(j) for j in jobs], desc="reading headers", progress=progress)
+    with _pool(len(rels)) as pool:
+        probes = list(_pmap(_probe_chunk, jobs, [len(j) for j in jobs], desc="reading headers", progress=progress, pool=pool))
     for rel, probe in zip(rels, itertools.chain.from_iterable(probes)):
         if not isinstance(probe, str):
             sizes.setdefault(probe[:2], []).append(rel)
@@ -656,7 +674,7 @@ def _probe_chunk(paths: list[str]) -> list:
     return [_guarded(_probe, p) for p in paths]
 
 
-def _decode_splits(listing, splits, size, channels, config, progress, folder, n_total):
+def _decode_splits(listing, splits, size, channels, config, progress, folder, n_total, pool):
     """Decode both splits into the cache folder's .npy files: (shapes, files, digest, skipped, [C, H, W])."""
     root = listing.root
     skipped: list[str] = []
@@ -671,7 +689,7 @@ def _decode_splits(listing, splits, size, channels, config, progress, folder, n_
             nonlocal chw
             jobs = [(chunk, size, channels) for chunk in _chunked([listing.path(r) for r in paths], n_total)]
             offsets = np.cumsum([0] + [len(j[0]) for j in jobs])
-            results = _pmap(_decode_chunk, jobs, [len(j[0]) for j in jobs], desc=f"importing {split}", progress=progress)
+            results = _pmap(_decode_chunk, jobs, [len(j[0]) for j in jobs], desc=f"importing {split}", progress=progress, pool=pool)
             with contextlib.closing(results):
                 for offset, items in zip(offsets, results):
                     for pos, item in items:
@@ -720,14 +738,19 @@ def _import_folder(listing: _Listing, config, progress: bool | None, folder: pat
         }
     size, channels = config.image_size, config.channels
     n_total = sum(len(f) for f, _ in splits.values())
-    while True:
-        try:
-            written = _decode_splits(listing, splits, size, channels, config, progress, folder, n_total)
-            break
-        except _MoreChannels:  # a colour image after grey ones, channels from the data: 3 for all, from the start
-            channels = 3
-        except _OtherSize:  # sizes differ and none was given: read every header to list them
-            raise _sizes_error(root, [p for f, _ in splits.values() for p in f], progress) from None
+    error = False
+    with _pool(n_total) as pool:
+        while True:
+            try:
+                written = _decode_splits(listing, splits, size, channels, config, progress, folder, n_total, pool)
+                break
+            except _MoreChannels:  # a colour image after grey ones, channels from the data: 3 for all, from the start
+                channels = 3
+            except _OtherSize:  # sizes differ and none was given: read every header to list them
+                error = True
+                break
+    if error:
+        raise _sizes_error(root, [p for f, _ in splits.values() for p in f], progress)
     shapes, files_out, digest, skipped, chw = written
     info = {
         "source": "image-folder",
