@@ -73,7 +73,7 @@ def main() -> None:
         vk_s = time.perf_counter() - t0
         both = torch.cat([data.train_uint8, data.test_uint8])[:, 0].numpy()
         assert len(both) == args.n and sorted(map(bytes, both)) == sorted(map(bytes, ref)), "different images"
-        print(f"vaekit:    {args.n / vk_s:8.0f} images/s  ({vk_s:.2f} s, listing + headers + parallel decode + cache write; "
+        print(f"vaekit:    {args.n / vk_s:8.0f} images/s  ({vk_s:.2f} s, listing + parallel decode + cache write; "
               f"cache {data.info['cache_bytes'] / 2**20:.1f} MiB)", flush=True)
 
         t0 = time.perf_counter()
