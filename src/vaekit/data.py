@@ -665,7 +665,7 @@ def _load_image_folder(path: pathlib.Path, **kwargs) -> ImageData:
     return load_image_folder(path, **kwargs)
 
 
-def _load_npy(path: pathlib.Path, **kwargs) -> ImageData:
+def _load_array_file(path: pathlib.Path, **kwargs) -> ImageData:
     from .imagefiles import load_array_file
 
     return load_array_file(path, **kwargs)
@@ -677,8 +677,8 @@ def _load_npy(path: pathlib.Path, **kwargs) -> ImageData:
 DATASET_FORMATS: dict[str, Callable[..., ImageData]] = {
     "idx": _load_idx_folder,
     "image-folder": _load_image_folder,
-    "npy": _load_npy,
-    "npz": _load_npy,
+    "npy": _load_array_file,
+    "npz": _load_array_file,
 }
 
 

@@ -798,18 +798,31 @@ def _as_nchw(array: np.ndarray, where: str) -> np.ndarray:
     raise DatasetError(f"{where}: shape {shape}; {expected}")
 
 
-def _check_values(array: np.ndarray, where: str) -> None:
-    """uint8, or floats in [0, 1]: else DatasetError naming the dtype and range found."""
+def _check_values(array: np.ndarray, where: str, chunk: int = 4096) -> None:
+    """uint8, or floats in [0, 1]: else DatasetError naming the dtype and range found.
+
+    Reads the array in chunks of rows, so that a memory-mapped .npy is never held whole.
+    """
     if array.dtype == np.uint8:
         return
+    numeric = np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
     lo = hi = None
-    if array.size and (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        lo, hi = array.min(), array.max()  # NaN shows as nan
+    finite = True
+    if numeric and array.size:
+        for start in range(0, len(array), chunk):
+            part = np.asarray(array[start : start + chunk])
+            if np.issubdtype(part.dtype, np.floating) and not np.isfinite(part).all():
+                finite = False
+                part = part[np.isfinite(part)]
+                if not part.size:
+                    continue
+            plo, phi = part.min(), part.max()
+            lo, hi = (plo, phi) if lo is None else (min(lo, plo), max(hi, phi))
     found = f"{array.dtype} values" + (f" in [{lo}, {hi}]" if lo is not None else "")
     if np.issubdtype(array.dtype, np.floating):
-        if not array.size or (np.isfinite(array).all() and lo >= 0.0 and hi <= 1.0):
+        if finite and (lo is None or (lo >= 0.0 and hi <= 1.0)):
             return
-        nonfinite = "" if np.isfinite(array).all() else " (with NaN or Inf)"
+        nonfinite = "" if finite else " (and NaN or Inf)"
         raise DatasetError(
             f"{where}: {found}{nonfinite}; expected floats in [0, 1] or uint8 in 0-255 (scale the values, e.g. x / 255)"
         )
@@ -830,6 +843,7 @@ def conform_uint8(u8, image_size: int | None = None, channels: int | None = None
     and ``image_size`` exactly as image files are (luma for RGB -> grey; resize and centre crop)."""
     is_torch = isinstance(u8, torch.Tensor)
     arr = u8.numpy() if is_torch else np.asarray(u8)
+    original = arr
     if channels == 1 and arr.shape[1] == 3:
         r, g, b = (arr[:, i].astype(np.uint32) for i in range(3))
         arr = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[:, None]
@@ -843,9 +857,9 @@ def conform_uint8(u8, image_size: int | None = None, channels: int | None = None
             fitted = np.asarray(_fit(pil, image_size))
             out[i] = fitted[None] if fitted.ndim == 2 else fitted.transpose(2, 0, 1)
         arr = out
-    if is_torch:
-        return u8 if arr is u8.numpy() or arr is u8 else torch.from_numpy(np.ascontiguousarray(arr))
-    return arr
+    if arr is original:  # nothing to convert
+        return u8
+    return torch.from_numpy(np.ascontiguousarray(arr)) if is_torch else arr
 
 
 def load_array_file(
