@@ -559,3 +559,58 @@ def test_image_data_floats_are_computed_once_and_replace_keeps_working(mnist):
     assert new.train_images is floats and torch.equal(new.train_uint8, floats.mul(255).round().to(torch.uint8))
     with pytest.raises(DatasetError, match="uint8"):
         ImageData("bad", train_uint8=torch.zeros(2, 1, 4, 4), test_uint8=torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
+
+
+# ----------------------------------------------------------------------------- more edges
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    img = np.zeros((4, 8), np.uint8)
+    img[:, :4] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(img, "L").save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    out = decode_image(tmp_path / "rot.jpg")
+    assert out.shape == (1, 8, 4)  # width and height swapped
+    assert out[0, :4].mean() > 200 and out[0, 4:].mean() < 50  # the white half is now on top
+
+
+def test_a_failed_import_leaves_no_partial_cache(mnist, tmp_path, cache):
+    paths = write_flat(tmp_path / "imgs", digits(mnist, 20))
+    paths[-1].write_text("not a png")  # found last, while a split's array is being written
+    with pytest.raises(DatasetError, match="00019.png"):
+        load(tmp_path / "imgs", cache)
+    leftovers = [p.name for p in (cache / "imports").rglob("*") if p.is_file()]
+    assert ".lock" in leftovers  # the import did start
+    assert "manifest.json" not in leftovers and not any(n.endswith(".tmp") for n in leftovers)
+
+
+def test_all_test_images_bad_is_an_empty_split_even_when_skipping(mnist, tmp_path, cache):
+    write_flat(tmp_path / "d" / "train", digits(mnist, 5))
+    (tmp_path / "d" / "test").mkdir()
+    (tmp_path / "d" / "test" / "x.png").write_text("nope")
+    with pytest.raises(DatasetError, match="test split would be empty"):
+        load(tmp_path / "d", cache, skip_bad_images=True)
+
+
+def _load_in_child(folder, cache, queue):
+    data = load_dataset(folder, cache_dir=cache, progress=False)
+    queue.put((data.info["cache_status"], data.train_uint8.numpy().tobytes()))
+
+
+def test_concurrent_loads_import_once(mnist, tmp_path, cache):
+    import multiprocessing
+
+    write_flat(tmp_path / "imgs", digits(mnist, 40))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    children = [ctx.Process(target=_load_in_child, args=(tmp_path / "imgs", cache, queue)) for _ in range(2)]
+    for c in children:
+        c.start()
+    results = [queue.get(timeout=120) for _ in children]
+    for c in children:
+        c.join(timeout=60)
+        assert c.exitcode == 0
+    statuses = sorted(r[0] for r in results)
+    assert statuses == ["imported", "reused"]  # the lock: the second waited, then reused
+    assert results[0][1] == results[1][1]
