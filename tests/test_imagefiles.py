@@ -614,3 +614,19 @@ def test_concurrent_loads_import_once(mnist, tmp_path, cache):
     statuses = sorted(r[0] for r in results)
     assert statuses == ["imported", "reused"]  # the lock: the second waited, then reused
     assert results[0][1] == results[1][1]
+
+
+def test_a_failed_re_import_does_not_leave_the_old_manifest(mnist, tmp_path, cache):
+    paths = write_flat(tmp_path / "imgs", digits(mnist, 20))
+    first = load(tmp_path / "imgs", cache)
+    good = paths[7].read_bytes()
+    st = paths[7].stat()
+    paths[7].write_text("broken for a while")
+    with pytest.raises(DatasetError, match="00007.png"):
+        load(tmp_path / "imgs", cache)
+    assert not (Path(first.info["cache"]) / "manifest.json").exists()
+    paths[7].write_bytes(good)
+    os.utime(paths[7], ns=(st.st_atime_ns, st.st_mtime_ns))  # back to what the old manifest listed
+    again = load(tmp_path / "imgs", cache)
+    assert again.info["cache_status"] == "imported"
+    assert torch.equal(again.train_uint8, first.train_uint8)

@@ -583,6 +583,9 @@ def _cached_load(
         status = "imported" if not (folder / "manifest.json").exists() else "re-imported (files, options or cache changed)"
         t0 = time.perf_counter()
         try:
+            # the old manifest goes first: if this import fails half-way, no manifest vouches for the
+            # arrays it replaced (even if the files come back to what the old manifest listed)
+            (folder / "manifest.json").unlink(missing_ok=True)
             manifest = {**expect, **build(folder)}
             atomic_write(folder / "manifest.json", lambda fh: fh.write(json.dumps(manifest, indent=1).encode()))
         except OSError as exc:
