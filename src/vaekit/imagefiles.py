@@ -52,6 +52,7 @@ with one line naming the file and what to do.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -314,15 +315,26 @@ def _pmap(
                 yield fn(job)
                 bar.update(weight)
             return
-        with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads; the workers only run Pillow
-            warnings.simplefilter("ignore", DeprecationWarning)
-            futures = [pool.submit(fn, job) for job in jobs]
+        # a sliding window of jobs in flight: decoded images wait for the writer, never the whole split
+        window = 4 * _workers()
+        pending: collections.deque = collections.deque()
+        todo = iter(zip(jobs, weights))
         try:
-            for future, weight in zip(futures, weights):
+            while True:
+                while len(pending) < window:
+                    job_weight = next(todo, None)
+                    if job_weight is None:
+                        break
+                    with warnings.catch_warnings():  # Python >= 3.12 warns on fork with threads; workers only run Pillow
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        pending.append((pool.submit(fn, job_weight[0]), job_weight[1]))
+                if not pending:
+                    break
+                future, weight = pending.popleft()
                 yield future.result()
                 bar.update(weight)
         finally:
-            for future in futures:
+            for future, _ in pending:
                 future.cancel()
     finally:
         bar.close()
