@@ -760,3 +760,11 @@ def test_check_min_images(tmp_path):
     data.check_min_images(loaded, 5)
     with pytest.raises(DatasetError, match="5 training images, fewer than one batch of 6"):
         data.check_min_images(loaded, 6)
+
+
+def test_export_png_from_vaekit_data_loads_back(real_mnist, tmp_path):
+    folder = data.export_png(real_mnist, tmp_path / "png", limit_train=12, limit_test=4)
+    assert folder == tmp_path / "png" and (folder / "train" / "5" / "00000.png").is_file()  # MNIST's first digit is a 5
+    back = load_dataset(folder, cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(back.train_uint8, real_mnist.train_uint8[:12]) and torch.equal(back.test_labels, real_mnist.test_labels[:4])
+    assert data.detect_format(folder) == "image-folder"

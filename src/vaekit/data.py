@@ -1,4 +1,4 @@
-"""Image datasets for vaekit: MNIST (shipped), Fashion-MNIST and IDX folders.
+"""Image datasets for vaekit: MNIST (shipped), Fashion-MNIST, IDX folders, and your own images.
 
 Everything here reads the IDX format of LeCun's MNIST distribution: a 4-byte
 magic number ``00 00 <dtype> <ndim>``, ``ndim`` big-endian uint32 sizes, then
@@ -16,6 +16,12 @@ Sources understood by :func:`load_dataset`:
   :data:`FASHION_MNIST_DIR`.  Cached the same way, without a checksum table.
 * any folder holding the four IDX files, gzip'd or not (not cached and not
   checksummed: there is nothing to check them against).
+* your own images: any other folder (of image files) or a ``.npy`` / ``.npz`` file,
+  imported once into the cache by :mod:`vaekit.imagefiles`.  :data:`DATASET_FORMATS`
+  maps each format to its loader and :func:`detect_format` picks one for a path.
+
+Every dataset comes as an :class:`ImageData` holding uint8 images ``[N, C, H, W]``
+(memory-mapped where cached), with float32 views in ``[0, 1]`` computed on first access.
 
 Every problem with the data raises :class:`DatasetError`, whose message names
 the file or argument, what was seen and what was expected.
@@ -64,6 +70,7 @@ __all__ = [
     "DATASET_FORMATS",
     "detect_format",
     "check_min_images",
+    "export_png",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs its files.
@@ -706,6 +713,13 @@ def detect_format(path: str | os.PathLike) -> str:
         f"one of {', '.join(repr(n) for n in _NAMED_DATASETS)}, a folder (of image files, "
         f"or with the four IDX files) or a .npy/.npz file"
     )
+
+
+def export_png(data: ImageData | str, folder: str | os.PathLike, **kwargs) -> pathlib.Path:
+    """Write a dataset as PNG files that load back identically: see :func:`vaekit.imagefiles.export_png`."""
+    from .imagefiles import export_png as export
+
+    return export(data, folder, **kwargs)
 
 
 def check_min_images(data: ImageData, batch_size: int) -> None:
