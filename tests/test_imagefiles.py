@@ -630,3 +630,18 @@ def test_a_failed_re_import_does_not_leave_the_old_manifest(mnist, tmp_path, cac
     again = load(tmp_path / "imgs", cache)
     assert again.info["cache_status"] == "imported"
     assert torch.equal(again.train_uint8, first.train_uint8)
+
+
+def test_class_names_that_are_numbers_are_the_labels(mnist, tmp_path, cache):
+    # a subset without 6 and 8: labels must stay the digits, not positions among the names
+    for split in ("train", "test"):
+        for i, digit in enumerate([7, 9, 0, 10]):
+            (tmp_path / "n" / split / str(digit)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(digits(mnist, 4)[i], "L").save(tmp_path / "n" / split / str(digit) / f"{i:05d}.png")
+    data = load(tmp_path / "n", cache)
+    assert data.train_labels.tolist() == [7, 9, 0, 10]
+    assert data.info["classes"] == ["0", "7", "9", "10"] and data.info["class_labels"] == {"0": 0, "7": 7, "9": 9, "10": 10}
+    (tmp_path / "n" / "train" / "cat").mkdir()  # one name that is not a number: ImageFolder's positions
+    Image.fromarray(digits(mnist, 5)[4], "L").save(tmp_path / "n" / "train" / "cat" / "00004.png")
+    mixed = load(tmp_path / "n", cache)
+    assert mixed.info["classes"] == ["0", "10", "7", "9", "cat"] and mixed.train_labels.tolist() == [2, 3, 0, 1, 4]

@@ -10,7 +10,10 @@ first frame.
   images (``DataConfig.test_fraction`` F, default 0.1) go to the test split.
 * Labels: if a split folder holds only sub-folders (no image files of its own), each
   sub-folder is a class (the ImageFolder convention): class names are sorted and numbered
-  from 0.  Otherwise there are no labels (``-1``, ``info["labelled"]`` False).
+  from 0 -- except that when every class name is a number (``0``, ``1``, ... ``10``) the
+  number is the label, so a folder missing some classes keeps its labels.
+  ``info["class_labels"]`` maps each name to its label.  Otherwise there are no labels
+  (``-1``, ``info["labelled"]`` False).
 * Order: the images of a split are sorted by their path *inside their class folder*
   (path components compared as strings), then by class name.  Name files with
   zero-padded numbers (``00001.png``) to keep a numeric order:
@@ -431,8 +434,13 @@ class _Listing:
             parts = {"all": _split_entries(base, "")}
         self.labelled = next(iter(parts.values()))[1]
         names = sorted({c for entries, _ in parts.values() for _, c, _ in entries if c is not None})
+        if names and all(n.isdecimal() and n.isascii() and str(int(n)) == n for n in names):
+            names.sort(key=int)  # "0", "1", ... "10": the number is the label (a subset keeps its labels)
+            index = {c: int(c) for c in names}
+        else:
+            index = {c: i for i, c in enumerate(names)}  # ImageFolder: the position among the sorted names
         self.classes = names if self.labelled else None
-        index = {c: i for i, c in enumerate(names)}
+        self.class_labels = index if self.labelled else None
         self.files: dict[str, list[str]] = {}  # relative, with "/"
         self.labels: dict[str, list[int]] = {}
         for split, (entries, _) in parts.items():
@@ -775,6 +783,7 @@ def _import_folder(listing: _Listing, config, progress: bool | None, folder: pat
         "split_seed": None if listing.given_split else SPLIT_SEED,
         "labelled": listing.labelled,
         "classes": listing.classes,
+        "class_labels": listing.class_labels,
         "image_size": [chw[1], chw[2]],
         "channels": chw[0],
         "image_size_rule": "given" if config.image_size is not None else "from the data",
