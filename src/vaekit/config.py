@@ -164,12 +164,12 @@ class DataConfig:
     """
 
     image_size: int | None = _f(
-        None, "resize the shorter side to S (antialiased), then centre-crop to SxS; default: the data's own size, "
-        "when all images agree", min=1,
+        None, "resize the shorter side to this many pixels (antialiased), then crop the centre square; "
+        "None: the images' own size (they must all agree)", min=1,
     )
-    channels: int | None = _f(None, "1 (grey) or 3 (RGB); default: 1 if every image is grey, else 3", choices=(1, 3))
+    channels: int | None = _f(None, "1 (grey) or 3 (RGB); None: 1 if every image is grey, else 3", choices=(1, 3))
     test_fraction: float = _f(
-        0.1, "share of the images held out as the test split (seeded) when the data has no train/test split; 0 < F < 1",
+        0.1, "share of the images held out as the seeded test split where the data has no train/test split (0 < F < 1)",
         gt=0.0, lt=1.0,
     )
     skip_bad_images: bool = _f(False, "skip unreadable or corrupt image files (and count them) instead of stopping")
