@@ -38,6 +38,12 @@ def write_pngs(folder: pathlib.Path, n: int) -> None:
         Image.fromarray(img, "L").save(folder / str(label) / f"{i:05d}.png")
 
 
+def cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process, and of its finished children."""
+    t = os.times()
+    return t.user + t.system, t.children_user + t.children_system
+
+
 def reference(folder: pathlib.Path) -> np.ndarray:
     """The plain loop: every image file under ``folder``, sorted, decoded with Pillow."""
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -67,13 +73,19 @@ def main() -> None:
 
         ref_times, vk_times = [], []
         for r in range(args.rounds):  # alternate, and keep each one's best: the machine may be shared
-            t0 = time.perf_counter()
+            c0, t0 = cpu(), time.perf_counter()
             ref = reference(folder)
             ref_times.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            ref_cpu = cpu()[0] - c0[0]
+            c0, t0 = cpu(), time.perf_counter()
             data = load_dataset(folder, cache_dir=cache / str(r), config=DataConfig(test_fraction=0.1), progress=False)
             vk_times.append(time.perf_counter() - t0)
-            print(f"round {r + 1}: reference {ref_times[-1]:.2f} s, vaekit {vk_times[-1]:.2f} s", flush=True)
+            c1 = cpu()
+            print(
+                f"round {r + 1}: reference {ref_times[-1]:.2f} s ({ref_cpu:.2f} s CPU), vaekit {vk_times[-1]:.2f} s "
+                f"({c1[0] - c0[0]:.2f} s CPU here + {c1[1] - c0[1]:.2f} s in the workers; load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
         both = torch.cat([data.train_uint8, data.test_uint8])[:, 0].numpy()
         assert len(both) == args.n and sorted(map(bytes, both)) == sorted(map(bytes, ref)), "different images"
         ref_s, vk_s = min(ref_times), min(vk_times)
