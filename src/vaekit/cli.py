@@ -399,7 +399,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         size = info.get("cache_bytes", cache_size(cache))
         status = info.get("cache_status")
         how = f"; {status}" + (f" in {info['import_seconds']:.1f} s" if status != "reused" and "import_seconds" in info else "") if status else ""
-        print(f"  {'cache':<9}{cache} ({size / 2**20:.1f} MiB{how})")
+        amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.0f} KiB"
+        print(f"  {'cache':<9}{cache} ({amount}{how})")
     else:
         print(f"  {'cache':<9}none (read directly)")
     return 0
