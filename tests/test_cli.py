@@ -254,3 +254,29 @@ def test_tensorboard_logs_scalars_and_samples(tmp_path, tiny_dataset_dir):
     assert [e.step for e in test_elbo] == [1, 2]
     assert [e.value for e in test_elbo] == pytest.approx([r["test_elbo"] for r in rows], rel=1e-5)
     assert [e.step for e in acc.Images("samples")] == [1, 2]
+
+
+def test_data_command_prints_what_was_found(tmp_path, capsys, monkeypatch, mnist):
+    from vaekit.imagefiles import export_png
+
+    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
+    export_png(mnist, tmp_path / "png", limit_train=30, limit_test=10)
+    assert main(["data", str(tmp_path / "png"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("train    30 images", "test     10 images", "28x28 (from the data), 1 channel", "classes  10: 0, 1, 2",
+                   "skipped  0 files", str(tmp_path / "cache" / "imports"), "imported"):
+        assert needle in out, needle
+    assert main(["data", str(tmp_path / "png"), "--image-size", "16", "--channels", "3", "--no-progress"]) == 0
+    assert "16x16 (given), 3 channels (given)" in capsys.readouterr().out
+
+
+def test_data_command_bad_input_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    assert main(["data", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaekit data: error: ") and "is empty" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["data", str(tmp_path), "--channels", "2"])
+    assert main(["data", str(tmp_path / "empty"), "--test-fraction", "1"]) == 2
+    assert "test_fraction must be < 1" in capsys.readouterr().err

@@ -20,6 +20,7 @@ import struct
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vaekit.data as data
+from vaekit.config import DataConfig
 from vaekit.data import DatasetError, ImageData, load_dataset, read_idx
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -695,3 +697,74 @@ def test_download_mnist_unreachable_url(tmp_path):
 def test_download_mnist_from_file_url(served, tmp_path):
     dest = data.download_mnist(tmp_path / "d", served["mirror"].as_uri() + "/", timeout=5)
     assert sorted(p.name for p in dest.iterdir()) == sorted(data.MNIST_MD5)
+
+
+# --------------------------------------------------------------------------
+# uint8 storage, float views, DataConfig options
+# --------------------------------------------------------------------------
+
+
+def test_mnist_uint8_route_gives_the_same_floats_bit_for_bit(real_mnist):
+    files = data.mnist_files()
+    for split, role in (("train", "train_images"), ("test", "test_images")):
+        raw = read_idx(files[role])  # [N, 28, 28] uint8, straight from the shipped file
+        u8 = getattr(real_mnist, f"{split}_uint8")
+        assert u8.dtype == torch.uint8 and u8.shape == (len(raw), 1, 28, 28)
+        assert torch.equal(u8[:, 0], torch.from_numpy(raw))
+        # what load_dataset returned before ImageData held bytes
+        before = torch.from_numpy(raw).reshape(len(raw), 1, 28, 28).to(torch.float32).div_(255.0)
+        after = getattr(real_mnist, f"{split}_images")
+        assert after.dtype == torch.float32 and torch.equal(after, before)
+        assert after is getattr(real_mnist, f"{split}_images")  # computed once, then kept
+
+
+def test_cached_mnist_is_memory_mapped_without_warnings(real_mnist, cache_copy):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when handed a read-only array
+        again = load_dataset("mnist", cache_dir=cache_copy)
+    npy = cache_copy / "mnist-test-images.npy"
+    offset = npy.stat().st_size - again.test_uint8.numel()
+    with open(npy, "r+b") as fh:  # a change to the file shows through a memory map, not through a copy
+        fh.seek(offset)
+        fh.write(bytes([99]))
+    assert again.test_uint8[0, 0, 0, 0].item() == 99
+    assert real_mnist.test_uint8[0, 0, 0, 0].item() == 0
+    assert again.info["source"] == "mnist" and again.info["split"] == "given" and again.info["labelled"]
+
+
+def test_idx_folder_info_and_options(tmp_path):
+    arrays = make_folder_dataset(tmp_path / "idx", hw=(6, 8))
+    loaded = load_dataset(tmp_path / "idx", config=DataConfig(image_size=4, channels=3))
+    assert loaded.train_uint8.shape == (5, 3, 4, 4) and loaded.info["source"] == "idx"
+    assert loaded.info["image_size"] == [4, 4] and loaded.info["channels"] == 3 and loaded.info["cache"] is None
+    plain = load_dataset(tmp_path / "idx")
+    assert torch.equal(plain.train_uint8[:, 0], torch.from_numpy(arrays["train_images"]))
+
+
+def test_data_config_bounds():
+    assert DataConfig() == DataConfig(image_size=None, channels=None, test_fraction=0.1, skip_bad_images=False)
+    for bad, needle in [
+        ({"channels": 2}, "channels"),
+        ({"test_fraction": 0.0}, "test_fraction"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"image_size": 0}, "image_size"),
+        ({"skip_bad_images": "yes"}, "skip_bad_images"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            DataConfig(**bad)
+
+
+def test_check_min_images(tmp_path):
+    make_folder_dataset(tmp_path / "idx")
+    loaded = load_dataset(tmp_path / "idx")
+    data.check_min_images(loaded, 5)
+    with pytest.raises(DatasetError, match="5 training images, fewer than one batch of 6"):
+        data.check_min_images(loaded, 6)
+
+
+def test_export_png_from_vaekit_data_loads_back(real_mnist, tmp_path):
+    folder = data.export_png(real_mnist, tmp_path / "png", limit_train=12, limit_test=4)
+    assert folder == tmp_path / "png" and (folder / "train" / "5" / "00000.png").is_file()  # MNIST's first digit is a 5
+    back = load_dataset(folder, cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(back.train_uint8, real_mnist.train_uint8[:12]) and torch.equal(back.test_labels, real_mnist.test_labels[:4])
+    assert data.detect_format(folder) == "image-folder"

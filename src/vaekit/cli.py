@@ -84,7 +84,7 @@ def config_from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] |
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import DEVICES, PRESETS, ModelConfig, TrainConfig
+    from .config import DEVICES, PRESETS, DataConfig, ModelConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="vaekit", description="Train, sample and explain Variational Autoencoders on images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(p, ModelConfig, "model")
     add_config_flags(p, TrainConfig, "training")
+    add_config_flags(p, DataConfig, "data (how --dataset is read)")
 
     p = sub.add_parser("sample", help="draw new images from a trained run", description="Draw a grid of new images from a trained run.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -153,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN_DIR/report.html)")
+
+    from .config import DataConfig
+
+    p = sub.add_parser(
+        "data",
+        help="show what a dataset holds (imports image folders and array files into the cache), without training",
+        description=(
+            "Load a dataset as vaekit train --dataset would and print what was found: images per split, size, "
+            "channels, classes, skipped files, and the cache's location and size. Image folders and .npy/.npz "
+            "files are imported into the cache on first use."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="mnist, fashion-mnist, a folder (image files, or the four IDX files) or a .npy/.npz file")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    add_config_flags(p, DataConfig, "data")
     return parser
 
 
@@ -204,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .config import PRESETS, ModelConfig, TrainConfig
+    from .config import PRESETS, DataConfig, ModelConfig, TrainConfig
     from .experiment import train_run
     from .train import TrainingInterrupted
 
@@ -214,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
         overridable = {"device"}  # where to continue may change; what to train may not
         given = [
             f"--{f.name.replace('_', '-')}"
-            for cls in (ModelConfig, TrainConfig)
+            for cls in (ModelConfig, TrainConfig, DataConfig)
             for f in dataclasses.fields(cls)
             if getattr(args, f.name) is not None and f.name not in overridable
         ]
@@ -224,11 +240,12 @@ def _train(args: argparse.Namespace) -> int:
         out = args.resume
         if main:
             print(f"vaekit train: resuming {out}", flush=True)
-        model_cfg = train_cfg = None
+        model_cfg = train_cfg = data_cfg = None
     else:
         preset = args.preset or "quick"
         model_cfg = config_from_args(ModelConfig, args)
         train_cfg = config_from_args(TrainConfig, args, PRESETS[preset])
+        data_cfg = config_from_args(DataConfig, args)
         if train_cfg.time_budget is not None and args.epochs is None:
             train_cfg.epochs = UNTIL_BUDGET  # the budget decides when to stop
         out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
@@ -238,7 +255,7 @@ def _train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         run = train_run(
-            model_cfg, train_cfg, out, overwrite=args.overwrite, progress=args.progress,
+            model_cfg, train_cfg, out, data_cfg=data_cfg, overwrite=args.overwrite, progress=args.progress,
             resume=args.resume is not None, device=args.device,
         )
     except TrainingInterrupted as e:
@@ -353,7 +370,53 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "figures": cmd_figures, "report": cmd_report}
+def cmd_data(args: argparse.Namespace) -> int:
+    from .config import DataConfig
+    from .data import load_dataset
+    from .imagefiles import cache_size
+
+    data = load_dataset(args.path, config=config_from_args(DataConfig, args), progress=args.progress)
+    info = data.info
+    split = info.get("split", "given")
+    if split == "seeded":
+        split = f"seeded (test fraction {info['test_fraction']}, seed {info['split_seed']})"
+    h, w = data.train_uint8.shape[-2:]
+    c = int(data.train_uint8.shape[1])
+    rules = [f" ({info[k]})" if info.get(k) else "" for k in ("image_size_rule", "channels_rule")]
+    classes = info.get("classes")
+    if classes:
+        shown = ", ".join(classes[:20]) + (f", ... ({len(classes) - 20} more)" if len(classes) > 20 else "")
+        classes_line = f"{len(classes)}: {shown}"
+    elif info.get("labelled", True):
+        labels = data.train_labels
+        classes_line = f"labels {int(labels.min())}..{int(labels.max())} (numbers, no names)" if len(labels) else "none"
+    else:
+        classes_line = "none (no class folders: every label is -1)"
+    skipped = info.get("skipped_files") or []
+    print(f"vaekit data: {args.path}")
+    print(f"  {'format':<9}{info.get('source', '?')}, split {split}")
+    print(f"  {'train':<9}{len(data.train_uint8)} images")
+    print(f"  {'test':<9}{len(data.test_uint8)} images")
+    print(f"  {'size':<9}{w}x{h}{rules[0]}, {c} channel{'s' * (c > 1)}{rules[1]}")
+    print(f"  {'classes':<9}{classes_line}")
+    print(f"  {'skipped':<9}{len(skipped)} file{'s' * (len(skipped) != 1)}" + (" (bad images)" if skipped else ""))
+    for line in skipped[:10]:
+        print(f"             {line}")
+    if len(skipped) > 10:
+        print(f"             ... and {len(skipped) - 10} more")
+    cache = info.get("cache")
+    if cache:
+        size = info.get("cache_bytes", cache_size(cache))
+        status = info.get("cache_status")
+        how = f"; {status}" + (f" in {info['import_seconds']:.1f} s" if status != "reused" and "import_seconds" in info else "") if status else ""
+        amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.0f} KiB"
+        print(f"  {'cache':<9}{cache} ({amount}{how})")
+    else:
+        print(f"  {'cache':<9}none (read directly)")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "figures": cmd_figures, "report": cmd_report, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

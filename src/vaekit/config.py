@@ -65,7 +65,7 @@ class ModelConfig:
 class TrainConfig:
     """How a model is trained (the defaults are the 'quick' preset)."""
 
-    dataset: str = _f("mnist", "mnist, fashion-mnist, or a folder holding the four IDX files")
+    dataset: str = _f("mnist", "mnist, fashion-mnist, or a path: a folder of images, a .npy/.npz file, or a folder of the four IDX files")
     epochs: int = _f(4, "passes over the training set", min=1)
     batch_size: int = _f(64, "images per optimizer step", min=1)
     objective: str = _f(
@@ -183,3 +183,33 @@ def config_from_dict(cls: type, data: dict[str, Any]):
         raise ValueError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class DataConfig:
+    """How a dataset given by path is read: image folders and array files (see vaekit.imagefiles).
+
+    The named datasets and IDX folders have their own split; ``image_size`` and ``channels``
+    apply to every source, ``test_fraction`` only where no split is given.
+    """
+
+    image_size: int | None = _f(
+        None, "resize the shorter side to this many pixels (antialiased), then crop the centre square; "
+        "None: the images' own size (they must all agree)", min=1,
+    )
+    channels: int | None = _f(None, "1 (grey) or 3 (RGB); None: 1 if every image is grey, else 3", choices=(1, 3))
+    test_fraction: float = _f(
+        0.1, "share of the images held out as the seeded test split where the data has no train/test split (0 < F < 1)",
+        gt=0.0, lt=1.0,
+    )
+    skip_bad_images: bool = _f(False, "skip unreadable or corrupt image files (and count them) instead of stopping")
+
+    def __post_init__(self) -> None:
+        if self.channels is not None and (isinstance(self.channels, bool) or self.channels not in (1, 3)):
+            raise ValueError(f"channels must be 1 or 3 (or None: from the data), got {self.channels!r}")
+        validate(self)
+        if not self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be < 1, got {self.test_fraction!r}")
+
+
+__all__ += ["DataConfig"]

@@ -1,4 +1,4 @@
-"""Image datasets for vaekit: MNIST (shipped), Fashion-MNIST and IDX folders.
+"""Image datasets for vaekit: MNIST (shipped), Fashion-MNIST, IDX folders, and your own images.
 
 Everything here reads the IDX format of LeCun's MNIST distribution: a 4-byte
 magic number ``00 00 <dtype> <ndim>``, ``ndim`` big-endian uint32 sizes, then
@@ -16,6 +16,12 @@ Sources understood by :func:`load_dataset`:
   :data:`FASHION_MNIST_DIR`.  Cached the same way, without a checksum table.
 * any folder holding the four IDX files, gzip'd or not (not cached and not
   checksummed: there is nothing to check them against).
+* your own images: any other folder (of image files) or a ``.npy`` / ``.npz`` file,
+  imported once into the cache by :mod:`vaekit.imagefiles`.  :data:`DATASET_FORMATS`
+  maps each format to its loader and :func:`detect_format` picks one for a path.
+
+Every dataset comes as an :class:`ImageData` holding uint8 images ``[N, C, H, W]``
+(memory-mapped where cached), with float32 views in ``[0, 1]`` computed on first access.
 
 Every problem with the data raises :class:`DatasetError`, whose message names
 the file or argument, what was seen and what was expected.
@@ -37,13 +43,17 @@ import urllib.parse
 import urllib.request
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from http.client import HTTPException
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from .checkpoint import atomic_write, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .config import DataConfig
 
 __all__ = [
     "DatasetError",
@@ -57,6 +67,10 @@ __all__ = [
     "download_mnist",
     "binarize",
     "BINARIZE_SEED",
+    "DATASET_FORMATS",
+    "detect_format",
+    "check_min_images",
+    "export_png",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs its files.
@@ -100,25 +114,89 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class ImageData:
-    """A labelled image dataset split into train and test parts.
+    """A labelled image dataset split into train and test parts, held as bytes.
+
+    ``train_uint8`` / ``test_uint8`` are ``[N, C, H, W]`` uint8 tensors (for cached
+    sources, copy-on-write memory maps of the cache's ``.npy`` files: pages are read from
+    disk when touched, and writing into the tensor never reaches the file).
+    ``train_images`` / ``test_images`` are the same images as float32 in ``[0, 1]``
+    (``u8.to(torch.float32).div_(255.0)``), computed on first access and kept.
+    Labels are ``[N]`` int64; a dataset without labels has ``-1`` everywhere
+    (``info["labelled"]`` is False).  ``info`` describes where the data came from: source
+    kind, path, split rule, skipped files, classes, image size, channels, cache.
+
+    Built from floats (``ImageData(name, train_images=x, ...)``, or
+    ``dataclasses.replace(data, train_images=x)``), the floats are kept as given and the
+    bytes are ``round(x * 255)``.
 
     ``eq=False``: comparing tensors with ``==`` is elementwise, so the
     dataclass-generated ``__eq__`` would raise; compare fields with
     :func:`torch.equal` instead.
     """
 
-    name: str  # "mnist", "fashion-mnist" or the folder path
-    train_images: torch.Tensor  # [N, 1, H, W] float32 in [0, 1] (MNIST: N=60000, H=W=28)
-    train_labels: torch.Tensor  # [N] int64
-    test_images: torch.Tensor  # [M, 1, H, W] float32 in [0, 1] (MNIST: M=10000)
-    test_labels: torch.Tensor  # [M] int64
+    name: str  # "mnist", "fashion-mnist" or the path
+    train_uint8: torch.Tensor | None = None  # [N, C, H, W] uint8 (MNIST: N=60000, C=1, H=W=28)
+    train_labels: torch.Tensor | None = None  # [N] int64 (-1: no label)
+    test_uint8: torch.Tensor | None = None  # [M, C, H, W] uint8 (MNIST: M=10000)
+    test_labels: torch.Tensor | None = None  # [M] int64
+    info: dict = field(default_factory=dict)
+    train_images: InitVar[torch.Tensor | None] = None  # floats instead of bytes (see above)
+    test_images: InitVar[torch.Tensor | None] = None
+
+    def __post_init__(self, train_images: torch.Tensor | None, test_images: torch.Tensor | None) -> None:
+        object.__setattr__(self, "_floats", {})
+        for split, floats in (("train", train_images), ("test", test_images)):
+            u8 = getattr(self, f"{split}_uint8")
+            if floats is not None and getattr(floats, "_vaekit_bytes", None) is not u8:
+                # new floats (not this object's own float view, which dataclasses.replace passes back)
+                if not isinstance(floats, torch.Tensor) or not floats.is_floating_point() or floats.ndim != 4:
+                    raise DatasetError(
+                        f"{split}_images must be a float tensor [N, C, H, W] in [0, 1], got "
+                        f"{type(floats).__name__} {tuple(getattr(floats, 'shape', ()))}"
+                    )
+                u8 = floats.detach().mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+                object.__setattr__(self, f"{split}_uint8", u8)
+            if u8 is None:
+                raise DatasetError(f"ImageData needs {split}_uint8 (or {split}_images)")
+            if u8.dtype != torch.uint8 or u8.ndim != 4:
+                raise DatasetError(f"{split}_uint8 must be a uint8 tensor [N, C, H, W], got {u8.dtype} {tuple(u8.shape)}")
+            if floats is not None:
+                self._floats[split] = floats
+            labels = getattr(self, f"{split}_labels")
+            if labels is None:
+                object.__setattr__(self, f"{split}_labels", torch.full((len(u8),), -1, dtype=torch.int64))
+
+    def given_floats(self, split: str) -> torch.Tensor | None:
+        """The floats this dataset was built from for ``split`` ("train" or "test"), or None if it holds bytes."""
+        x = self._floats.get(split)
+        return x if x is not None and getattr(x, "_vaekit_bytes", None) is None else None
+
+    def _float_view(self, split: str) -> torch.Tensor:
+        x = self._floats.get(split)
+        if x is None:
+            u8 = getattr(self, f"{split}_uint8")
+            x = u8.to(torch.float32).div_(255.0)  # [N, C, H, W] in [0, 1]
+            x._vaekit_bytes = u8  # lets dataclasses.replace recognise it as derived, not new
+            self._floats[split] = x
+        return x
 
     def __repr__(self) -> str:
         return (
             f"ImageData(name={self.name!r}, "
-            f"train_images={tuple(self.train_images.shape)}, "
-            f"test_images={tuple(self.test_images.shape)})"
+            f"train_uint8={tuple(self.train_uint8.shape)}, "
+            f"test_uint8={tuple(self.test_uint8.shape)})"
         )
+
+
+# After the dataclass is built, so that __init__ keeps the InitVars' None defaults.
+ImageData.train_images = property(
+    lambda self: self._float_view("train"),
+    doc="[N, C, H, W] float32 in [0, 1], computed from train_uint8 on first access and kept",
+)
+ImageData.test_images = property(
+    lambda self: self._float_view("test"),
+    doc="[M, C, H, W] float32 in [0, 1], computed from test_uint8 on first access and kept",
+)
 
 
 # --------------------------------------------------------------------------
@@ -307,7 +385,9 @@ class _ArrayCache:
                 return None
             if expected_md5 is not None and meta.get("md5") != expected_md5:
                 return None
-            array = np.load(self.folder / f"{key}.npy", allow_pickle=False)
+            # copy-on-write map: pages are read when touched, the array is writable (so torch does
+            # not warn) and writes stay in this process
+            array = np.load(self.folder / f"{key}.npy", mmap_mode="c", allow_pickle=False)
         except (OSError, ValueError, EOFError):  # missing, unreadable, bad JSON/npy
             return None
         if array.dtype != np.uint8 or list(array.shape) != meta.get("shape"):
@@ -421,10 +501,10 @@ def _check_split(
         )
 
 
-def _to_images(array: np.ndarray) -> torch.Tensor:
+def _to_uint8(array: np.ndarray) -> torch.Tensor:
     n, h, w = array.shape
-    # [N, H, W] uint8 -> [N, 1, H, W] float32 in [0, 1]
-    return torch.from_numpy(array).reshape(n, 1, h, w).to(torch.float32).div_(255.0)
+    # [N, H, W] uint8 -> [N, 1, H, W] uint8, sharing memory (a view of the cache's memory map)
+    return torch.from_numpy(array).reshape(n, 1, h, w)
 
 
 def _to_labels(array: np.ndarray) -> torch.Tensor:
@@ -454,27 +534,47 @@ def binarize(images: torch.Tensor, seed: int | None = BINARIZE_SEED) -> torch.Te
 def load_dataset(
     name: str | os.PathLike = "mnist",
     cache_dir: str | os.PathLike | None = None,
+    config: "DataConfig | None" = None,
+    *,
+    progress: bool | None = None,
 ) -> ImageData:
-    """Load an MNIST-style dataset as float tensors in ``[0, 1]``.
+    """Load a dataset as uint8 tensors (and float32 views in ``[0, 1]``, on first access).
 
     ``name`` is ``"mnist"`` (the copy shipped with vaekit, MD5-verified),
     ``"fashion-mnist"`` (from :data:`FASHION_MNIST_DIR`, Debian's
-    ``dataset-fashion-mnist``), or the path of a folder holding the four IDX
-    files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-    ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each raw or
-    ``.gz``.  The two names take precedence over folders of the same name;
-    write ``./mnist`` for such a folder.
+    ``dataset-fashion-mnist``), or a path, whose format :func:`detect_format` finds
+    among :data:`DATASET_FORMATS`: a folder holding the four IDX files
+    ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each raw or ``.gz``),
+    a folder of image files, or a ``.npy`` / ``.npz`` file (see :mod:`vaekit.imagefiles`).
+    The two names take precedence over folders of the same name; write ``./mnist`` for
+    such a folder.
 
-    The named datasets are cached as ``.npy`` arrays in ``cache_dir``
-    (default :func:`default_cache_dir`); MNIST's checksums are verified when
-    an entry is made, so cached loads skip gunzip and MD5.  A cache that
-    cannot be written only costs speed (a ``RuntimeWarning`` says so).
-    Folders are read directly every time.
+    ``config`` (a :class:`vaekit.config.DataConfig`) sets the image size, channels, test
+    fraction and whether bad image files are skipped; ``progress`` shows a progress bar
+    while images are imported (None: when stderr is a terminal).
 
-    Images may be any height and width, the same for train and test; labels
+    The named datasets are cached as ``.npy`` arrays in ``cache_dir`` (default
+    :func:`default_cache_dir`) and memory-mapped from there; MNIST's checksums are
+    verified when an entry is made, so cached loads skip gunzip and MD5.  A cache that
+    cannot be written only costs speed (a ``RuntimeWarning`` says so).  IDX folders are
+    read directly every time; image folders and array files are imported once into the
+    cache and re-imported when a file or an option changes.
+
+    IDX images may be any height and width, the same for train and test; labels
     are returned as they are stored (not checked against 0..9).
     """
-    cache: _ArrayCache | None = None
+    from .config import DataConfig
+
+    config = config if config is not None else DataConfig()
+    if name in _NAMED_DATASETS:
+        return _load_named(str(name), cache_dir, config)
+    path = pathlib.Path(name)
+    fmt = detect_format(path)
+    return DATASET_FORMATS[fmt](path, config=config, cache_dir=cache_dir, progress=progress)
+
+
+def _load_named(name: str, cache_dir: str | os.PathLike | None, config: "DataConfig") -> ImageData:
     if name == "mnist":
         files = mnist_files()
         missing = [str(p) for p in files.values() if not p.is_file()]
@@ -484,24 +584,22 @@ def load_dataset(
                 f"inside the vaekit package (reinstall vaekit, or fetch a copy with "
                 f"download_mnist() and load that folder)"
             )
-        label = "mnist"
-    elif name == "fashion-mnist":
-        files = _fashion_mnist_files()
-        label = "fashion-mnist"
     else:
-        folder = pathlib.Path(name)
-        if not folder.is_dir():
-            raise DatasetError(
-                f"unknown dataset {str(name)!r}: not an existing folder; expected "
-                f"one of {', '.join(repr(n) for n in _NAMED_DATASETS)} or the path "
-                f"of a folder with the four IDX files"
-            )
-        files = _folder_files(folder)
-        label = str(name)
+        files = _fashion_mnist_files()
+    cache = _ArrayCache(pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    return _load_idx(name, files, cache, config, source=name)
 
-    if label in _NAMED_DATASETS:
-        cache = _ArrayCache(pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir())
 
+def _load_idx_folder(
+    path: pathlib.Path, *, config: "DataConfig", cache_dir: str | os.PathLike | None = None, progress: bool | None = None
+) -> ImageData:
+    """The ``"idx"`` format: a folder with the four IDX files (read directly, not cached)."""
+    return _load_idx(str(path), _folder_files(path), None, config, source="idx")
+
+
+def _load_idx(
+    label: str, files: dict[str, pathlib.Path], cache: _ArrayCache | None, config: "DataConfig", *, source: str
+) -> ImageData:
     arrays: dict[str, np.ndarray] = {}
     for role, base in _BASENAMES.items():
         expected = MNIST_MD5.get(f"{base}.gz") if label == "mnist" else None
@@ -512,7 +610,7 @@ def load_dataset(
         arrays[role] = _load_array(
             files[role],
             cache=cache,
-            cache_key=f"{label}-{role.replace('_', '-')}",
+            cache_key=f"{label}-{role.replace('_', '-')}" if cache is not None else None,
             expected_md5=expected,
         )
 
@@ -531,14 +629,112 @@ def load_dataset(
             f"images but {files['test_images']} holds {test_hw[0]}x{test_hw[1]}; expected "
             f"train and test images of the same size"
         )
+    train_u8 = _to_uint8(arrays["train_images"])  # [N, 1, H, W]
+    test_u8 = _to_uint8(arrays["test_images"])  # [M, 1, H, W]
+    info = {
+        "source": source,
+        "path": str(files["train_images"].parent),
+        "split": "given",
+        "test_fraction": None,
+        "split_seed": None,
+        "labelled": True,
+        "classes": None,
+        "skipped": 0,
+        "skipped_files": [],
+        "cache": str(cache.folder) if cache is not None else None,
+    }
+    if config.image_size is not None or config.channels is not None:
+        from .imagefiles import conform_uint8
 
+        train_u8 = conform_uint8(train_u8, config.image_size, config.channels)
+        test_u8 = conform_uint8(test_u8, config.image_size, config.channels)
+    info.update(
+        image_size=list(train_u8.shape[-2:]),
+        channels=int(train_u8.shape[1]),
+        image_size_rule="given" if config.image_size is not None else "from the data",
+        channels_rule="given" if config.channels is not None else "from the data",
+        train=len(train_u8),
+        test=len(test_u8),
+    )
     return ImageData(
         name=label,
-        train_images=_to_images(arrays["train_images"]),  # [N, 1, H, W]
+        train_uint8=train_u8,
         train_labels=_to_labels(arrays["train_labels"]),  # [N]
-        test_images=_to_images(arrays["test_images"]),  # [M, 1, H, W]
+        test_uint8=test_u8,
         test_labels=_to_labels(arrays["test_labels"]),  # [M]
+        info=info,
     )
+
+
+# --------------------------------------------------------------------------
+# Formats of a dataset given by path
+# --------------------------------------------------------------------------
+
+
+def _load_image_folder(path: pathlib.Path, **kwargs) -> ImageData:
+    from .imagefiles import load_image_folder
+
+    return load_image_folder(path, **kwargs)
+
+
+def _load_array_file(path: pathlib.Path, **kwargs) -> ImageData:
+    from .imagefiles import load_array_file
+
+    return load_array_file(path, **kwargs)
+
+
+#: Dataset formats by name: ``loader(path, *, config, cache_dir, progress) -> ImageData``.
+#: :func:`detect_format` picks one for a path; a new format is one loader here and one
+#: rule there.
+DATASET_FORMATS: dict[str, Callable[..., ImageData]] = {
+    "idx": _load_idx_folder,
+    "image-folder": _load_image_folder,
+    "npy": _load_array_file,
+    "npz": _load_array_file,
+}
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The :data:`DATASET_FORMATS` key for ``path``.
+
+    A ``.npy`` or ``.npz`` file is that format; a folder with any of the four IDX files
+    is ``"idx"``; any other folder is ``"image-folder"``.  Anything else raises
+    :class:`DatasetError`.
+    """
+    path = pathlib.Path(path)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".npy", ".npz"):
+            return suffix[1:]
+        raise DatasetError(
+            f"dataset {str(path)!r} is a file of an unknown kind; expected a .npy or .npz array file, "
+            f"or a folder (of image files, or with the four IDX files)"
+        )
+    if path.is_dir():
+        found, _ = _find_idx_files(path)
+        return "idx" if found else "image-folder"  # some IDX files only: "idx" names the missing ones
+    raise DatasetError(
+        f"unknown dataset {str(path)!r}: not an existing folder or file; expected "
+        f"one of {', '.join(repr(n) for n in _NAMED_DATASETS)}, a folder (of image files, "
+        f"or with the four IDX files) or a .npy/.npz file"
+    )
+
+
+def export_png(data: ImageData | str, folder: str | os.PathLike, **kwargs) -> pathlib.Path:
+    """Write a dataset as PNG files that load back identically: see :func:`vaekit.imagefiles.export_png`."""
+    from .imagefiles import export_png as export
+
+    return export(data, folder, **kwargs)
+
+
+def check_min_images(data: ImageData, batch_size: int) -> None:
+    """Raise :class:`DatasetError` if ``data`` has fewer training images than one batch."""
+    n = len(data.train_uint8)
+    if n < batch_size:
+        raise DatasetError(
+            f"dataset {data.name} has {n} training images, fewer than one batch of {batch_size}; "
+            f"lower --batch-size to at most {n} or add images"
+        )
 
 
 # --------------------------------------------------------------------------

@@ -41,8 +41,9 @@ from .architectures import build_networks, count_parameters, flops_per_image
 from .checkpoint import (
     CHECKPOINT, CheckpointError, RunLock, TrainState, atomic_write_text, load_checkpoint, load_weights, read_json, save_checkpoint,
 )
-from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
-from .data import ImageData, binarize, load_dataset
+from .config import DataConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
+from .data import ImageData, binarize, check_min_images, load_dataset
+from .datastream import NpyRows, resident_limit_bytes
 from .evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, evaluate_elbo, matmul_peak_gflops, seeded_rng
 from .latents import interpolate, latent_grid, pca, posterior_means, reconstruct
 from .model import VAE, generate_images, param_device
@@ -93,16 +94,35 @@ def describe_model(model: VAE, arch: str) -> str:
     )
 
 
-def split_images(data: ImageData, train_cfg: TrainConfig, split: str = "test") -> torch.Tensor:
+def split_images(data: ImageData, train_cfg: TrainConfig, split: str = "test") -> Any:
     """The images a run is measured on: ``split`` ("train" or "test"), binarized as the run was trained.
 
-    With ``binarize`` "dynamic" or "static" the split is drawn once with the fixed seed
-    ``data.BINARIZE_SEED``, so every evaluation sees the same binary images.
+    Without binarization these are the uint8 bytes (made float a batch at a time by whoever reads
+    them), read from the cache file a batch at a time when the split is larger than memory
+    (``datastream.resident_limit_bytes``). With ``binarize`` "dynamic" or "static" the split is drawn
+    once with the fixed seed ``data.BINARIZE_SEED``, so every evaluation sees the same binary images.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    images = data.train_images if split == "train" else data.test_images
-    return binarize(images) if train_cfg.binarize != "none" else images
+    if train_cfg.binarize != "none":
+        return binarize(data.train_images if split == "train" else data.test_images)
+    return _bytes_or_stream(data, split)
+
+
+def training_images(data: ImageData) -> Any:
+    """What ``fit`` trains on: floats where the data was given as floats, else the uint8 bytes, streamed
+    from the import cache a batch at a time when they are larger than memory."""
+    floats = data.given_floats("train")
+    return floats if floats is not None else _bytes_or_stream(data, "train")
+
+
+def _bytes_or_stream(data: ImageData, split: str) -> Any:
+    u8 = getattr(data, f"{split}_uint8")
+    cache = data.info.get("cache")
+    path = Path(cache) / f"{split}.npy" if cache else None
+    if u8.numel() > resident_limit_bytes() and path is not None and path.exists():
+        return NpyRows(path)
+    return u8
 
 
 def _refuse_existing_out_dir(out: Path, overwrite: bool) -> None:
@@ -142,6 +162,7 @@ def train_run(
     train_cfg: TrainConfig | None,
     out_dir: str | Path,
     *,
+    data_cfg: DataConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
     resume: bool = False,
@@ -149,9 +170,11 @@ def train_run(
 ) -> Path:
     """Train a VAE as configured and write the run folder ``out_dir``; returns its path.
 
-    With ``resume=True`` the configs come from ``out_dir/config.json`` (pass None) and
-    training continues from ``out_dir/checkpoint.safetensors``; ``device`` may move it.
-    The process holds the folder's lock (``checkpoint.RunLock``) while it writes there.
+    ``data_cfg`` says how to read ``train_cfg.dataset`` (image size, channels, test split,
+    bad files; ``DataConfig()`` by default). With ``resume=True`` the configs come from
+    ``out_dir/config.json`` (pass None) and training continues from
+    ``out_dir/checkpoint.safetensors``; ``device`` may move it. The process holds the
+    folder's lock (``checkpoint.RunLock``) while it writes there.
     """
     out = Path(out_dir)
     dist_info = distributed.current()
@@ -167,11 +190,13 @@ def train_run(
             validate(model_cfg)
             validate(train_cfg)
             distributed.run_on_main(lambda: _refuse_existing_out_dir(out, overwrite))  # before the data is loaded
-        return _train_run(model_cfg, train_cfg, out, stack, overwrite=overwrite, progress=progress, resume=resume, device=device)
+        return _train_run(
+            model_cfg, train_cfg, data_cfg or DataConfig(), out, stack, overwrite=overwrite, progress=progress, resume=resume, device=device,
+        )
 
 
 def _train_run(
-    model_cfg: ModelConfig | None, train_cfg: TrainConfig | None, out: Path, stack: contextlib.ExitStack, *,
+    model_cfg: ModelConfig | None, train_cfg: TrainConfig | None, data_cfg: DataConfig, out: Path, stack: contextlib.ExitStack, *,
     overwrite: bool, progress: bool, resume: bool, device: str | None,
 ) -> Path:
     state, rows, model_sd = None, [], None
@@ -182,6 +207,7 @@ def _train_run(
         meta = read_json(out / "config.json")
         model_cfg = _config_section(out, meta, "model", ModelConfig)
         train_cfg = _config_section(out, meta, "train", TrainConfig)
+        data_cfg = run_data_config(out, meta)
         if device is not None:
             train_cfg.device = device
         model_sd, state, rows = load_checkpoint(out)
@@ -190,12 +216,10 @@ def _train_run(
     assert model_cfg is not None and train_cfg is not None
     train_device = resolve_device(train_cfg.device)  # fail early on an unavailable device
 
-    data = load_dataset(train_cfg.dataset)
+    data = load_dataset(train_cfg.dataset, config=data_cfg, progress=progress and main)
     global_batch = train_cfg.batch_size * world
-    if global_batch > len(data.train_images):
-        per_rank = f" (global batch {global_batch} = batch_size x {world} processes)" if world > 1 else ""
-        raise ValueError(f"batch_size={train_cfg.batch_size}{per_rank} is larger than the {len(data.train_images)} training images of {data.name}")
-    image_shape = tuple(data.train_images.shape[1:])  # [C, H, W]
+    check_min_images(data, global_batch)
+    image_shape = tuple(data.train_uint8.shape[1:])  # [C, H, W]
     model_cfg.arch = resolve_arch(model_cfg, image_shape)  # recorded in config.json, so load_run rebuilds the same
     set_seed(train_cfg.seed)
     model = build_model(model_cfg, image_shape)  # before anything is written: a shape the arch can't take fails here
@@ -221,9 +245,11 @@ def _train_run(
             "vaekit_version": __version__,
             "model": config_to_dict(model_cfg),
             "train": config_to_dict(train_cfg),
+            "data_config": config_to_dict(data_cfg),
             "data": {
                 "name": data.name, "image_size": image_shape[-1], "image_shape": list(image_shape),
-                "train_images": len(data.train_images), "test_images": len(data.test_images),
+                "train_images": len(data.train_uint8), "test_images": len(data.test_uint8),
+                "info": _json_safe(data.info),
             },
             "device": str(train_device),
             "torch_version": torch.__version__,
@@ -264,7 +290,7 @@ def _train_run(
         batch_elbos = state.elbos.tolist()
     else:
         result = fit(
-            model, data.train_images, train_cfg, progress=progress,
+            model, training_images(data), train_cfg, progress=progress,
             on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint, resume=state,
         )
         batch_elbos = result.batch_elbos
@@ -306,13 +332,13 @@ def write_run_figures(
     test = split_images(data, train_cfg, "test")
     written = []
     if batch_elbos:
-        steps_per_epoch = math.ceil(len(data.train_images) / (global_batch or train_cfg.batch_size))
+        steps_per_epoch = math.ceil(len(data.train_uint8) / (global_batch or train_cfg.batch_size))
         plot_elbo_curve(batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
         written.append(out / "elbo_curve.png")
     with seeded_rng(train_cfg.seed, device):
         plot_samples(generate_images(model, n_images=64), out / "samples.png")
         order = torch.randperm(len(test))  # [M] which test images to show
-    shown = test[order[:16]]  # [16, C, H, W]
+    shown = _float(test[order[:16]])  # [16, C, H, W]
     plot_reconstructions(shown, reconstruct(model, shown), out / "reconstructions.png")
     means = posterior_means(model, test)  # [M, K]
     grid, what = latent_grid(model, n=15, means=means)
@@ -324,7 +350,8 @@ def write_run_figures(
         center, dirs, _ = pca(means, 2)
         points = (means - center) @ dirs.T  # [M, 2]
         axes, title = ("PC 1", "PC 2"), f"posterior means of the {len(test)} test images (PCA of K={K})"
-    plot_latent_scatter(points, data.test_labels, out / "latent_scatter.png", axes, title)
+    labels = data.test_labels if data.info.get("labelled", True) else None  # no labels: one colour
+    plot_latent_scatter(points, labels, out / "latent_scatter.png", axes, title)
     pairs = order[16:32].reshape(2, 8)  # 8 pairs of other test images
     plot_interpolations(interpolate(model, test[pairs[0]], test[pairs[1]], steps=10), out / "interpolations.png")
     written += [out / n for n in ("samples.png", "reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png")]
@@ -350,6 +377,22 @@ def _tensorboard_epoch(writer: Any, model: VAE, row: dict[str, Any], seed: int) 
     grid = image_grid(images)  # [H', W'] grey or [H', W', 3] colour
     writer.add_image("samples", grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
     writer.flush()
+
+
+def run_data_config(run: Path, meta: dict[str, Any]) -> DataConfig:
+    """How a run read its dataset (config.json's data_config; the defaults for runs of vaekit 0.1)."""
+    if "data_config" not in meta:
+        return DataConfig()
+    return _config_section(run, meta, "data_config", DataConfig)
+
+
+def _json_safe(value: Any) -> Any:
+    """A JSON-writable copy (paths and other objects as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _float(images: torch.Tensor) -> torch.Tensor:
+    return images if images.is_floating_point() else images.to(torch.float32).div_(255.0)
 
 
 def run_image_shape(run: Path, meta: dict[str, Any]) -> tuple[int, int, int]:
@@ -442,8 +485,9 @@ def eval_run(
     train_cfg = _config_section(run, meta, "train", TrainConfig)
     if param_device(model)[0].type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
-    data = load_dataset(train_cfg.dataset)
-    images = split_images(data, train_cfg, split)[:limit]
+    data = load_dataset(train_cfg.dataset, config=run_data_config(run, meta), progress=False)
+    images = split_images(data, train_cfg, split)
+    images = images[:limit] if limit is not None else images
     t0 = time.perf_counter()
     result = evaluate(model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress)
     result = {"split": split, **result, "seconds": time.perf_counter() - t0, "device": str(param_device(model)[0])}
@@ -466,7 +510,7 @@ def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
     run = Path(run_dir)
     model, meta = load_run(run, device=device)
     train_cfg = _config_section(run, meta, "train", TrainConfig)
-    data = load_dataset(train_cfg.dataset)
+    data = load_dataset(train_cfg.dataset, config=run_data_config(run, meta), progress=False)
     dist_meta = meta.get("distributed")
     global_batch = dist_meta.get("global_batch_size") if isinstance(dist_meta, dict) else None
     batch_elbos = None
