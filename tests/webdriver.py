@@ -23,7 +23,7 @@ CHROME_ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--force-device-scale-factor=1",
     "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",  # no network, even if asked
 ]
-ELEMENT = "element-6066-11e4-a52f-4f735466cecb"
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element identifier
 
 
 def chromium() -> str | None:

@@ -72,7 +72,7 @@
     return y;
   }
 
-  function convT2d(x, L) {
+  function convT2dGather(x, L) {  // few output channels: gather per output plane
     var C = L.in_shape[0], H = L.in_shape[1], W = L.in_shape[2];
     var CO = L.out_shape[0], OH = L.out_shape[1], OW = L.out_shape[2];
     var kh = L.kernel[0], kw = L.kernel[1], sh = L.stride[0], sw = L.stride[1], ph = L.padding[0], pw = L.padding[1];
@@ -100,6 +100,47 @@
       y.set(acc, co * OH * OW);
     }
     return y;
+  }
+
+  // ConvTranspose2d with many output channels: scatter each non-zero input value (after a ReLU
+  // about half are zero) into a channels-last accumulator, the innermost loop running over the
+  // output channels of weights laid out as [ci][ky][kx][co] (L.WT, made once).
+  function convT2dScatter(x, L) {
+    var C = L.in_shape[0], H = L.in_shape[1], W = L.in_shape[2];
+    var CO = L.out_shape[0], OH = L.out_shape[1], OW = L.out_shape[2];
+    var kh = L.kernel[0], kw = L.kernel[1], sh = L.stride[0], sw = L.stride[1], ph = L.padding[0], pw = L.padding[1];
+    var wt = L.WT, b = L.B, n = OH * OW, acc = new Float64Array(n * CO), y = new Float32Array(CO * n);
+    if (b) for (var p = 0; p < n; p++) for (var c0 = 0; c0 < CO; c0++) acc[p * CO + c0] = b[c0];
+    for (var ci = 0; ci < C; ci++) {
+      for (var iy = 0; iy < H; iy++) {
+        for (var ix = 0; ix < W; ix++) {
+          var v = x[(ci * H + iy) * W + ix];
+          if (v === 0) continue;
+          for (var ky = 0; ky < kh; ky++) {
+            var oy = iy * sh - ph + ky;
+            if (oy < 0 || oy >= OH) continue;
+            for (var kx = 0; kx < kw; kx++) {
+              var ox = ix * sw - pw + kx;
+              if (ox < 0 || ox >= OW) continue;
+              var ob = (oy * OW + ox) * CO, wb = ((ci * kh + ky) * kw + kx) * CO;
+              for (var co = 0; co < CO; co++) acc[ob + co] += v * wt[wb + co];
+            }
+          }
+        }
+      }
+    }
+    for (var co2 = 0; co2 < CO; co2++) for (var q = 0; q < n; q++) y[co2 * n + q] = acc[q * CO + co2];
+    return y;
+  }
+
+  function convT2d(x, L) {
+    if (L.out_shape[0] < 8) return convT2dGather(x, L);
+    if (!L.WT) {  // [ci][co][ky][kx] -> [ci][ky][kx][co]
+      var C = L.in_shape[0], CO = L.out_shape[0], kk = L.kernel[0] * L.kernel[1], w = L.W, wt = new Float32Array(w.length);
+      for (var ci = 0; ci < C; ci++) for (var co = 0; co < CO; co++) for (var k = 0; k < kk; k++) wt[(ci * kk + k) * CO + co] = w[(ci * CO + co) * kk + k];
+      L.WT = wt;
+    }
+    return convT2dScatter(x, L);
   }
 
   function elementwise(x, f) { for (var i = 0; i < x.length; i++) x[i] = f(x[i]); return x; }
