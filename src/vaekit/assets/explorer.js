@@ -111,20 +111,18 @@
     var kh = L.kernel[0], kw = L.kernel[1], sh = L.stride[0], sw = L.stride[1], ph = L.padding[0], pw = L.padding[1];
     var wt = L.WT, b = L.B, n = OH * OW, acc = new Float64Array(n * CO), y = new Float32Array(CO * n);
     if (b) for (var p = 0; p < n; p++) for (var c0 = 0; c0 < CO; c0++) acc[p * CO + c0] = b[c0];
+    var R = kw * CO;  // for one input value and one kernel row, kx and co run over R contiguous numbers
     for (var ci = 0; ci < C; ci++) {
       for (var iy = 0; iy < H; iy++) {
         for (var ix = 0; ix < W; ix++) {
           var v = x[(ci * H + iy) * W + ix];
           if (v === 0) continue;
+          var ox0 = ix * sw - pw, jmin = Math.max(0, -ox0) * CO, jmax = Math.min(kw, OW - ox0) * CO;
           for (var ky = 0; ky < kh; ky++) {
             var oy = iy * sh - ph + ky;
             if (oy < 0 || oy >= OH) continue;
-            for (var kx = 0; kx < kw; kx++) {
-              var ox = ix * sw - pw + kx;
-              if (ox < 0 || ox >= OW) continue;
-              var ob = (oy * OW + ox) * CO, wb = ((ci * kh + ky) * kw + kx) * CO;
-              for (var co = 0; co < CO; co++) acc[ob + co] += v * wt[wb + co];
-            }
+            var ob = (oy * OW + ox0) * CO, wb = (ci * kh + ky) * R;
+            for (var j = jmin; j < jmax; j++) acc[ob + j] += v * wt[wb + j];
           }
         }
       }
