@@ -248,6 +248,7 @@ def note_html(text: str) -> str:
 
 _PANEL_CSS = """
 #vx-panel .vx-row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+#vx-side { flex: 1 1 290px; min-width: 282px; }
 #vx-panel canvas { border: 1px solid #c9ced8; }
 #vx-plane { width: 420px; height: 420px; cursor: crosshair; touch-action: none; }
 #vx-image { width: 280px; height: 280px; image-rendering: pixelated; background: #000; }
@@ -359,7 +360,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
         f"{legend}{channel_note}"
         '<div class="vx-row">'
         '<div><canvas id="vx-plane" width="420" height="420"></canvas></div>'
-        f'<div><canvas id="vx-image" width="{max(w_, 1) * max(1, 280 // max(w_, 1))}" height="{max(h_, 1) * max(1, 280 // max(w_, 1))}"></canvas>'
+        f'<div id="vx-side"><canvas id="vx-image" width="{max(w_, 1) * max(1, 280 // max(w_, 1))}" height="{max(h_, 1) * max(1, 280 // max(w_, 1))}"></canvas>'
         f'<div>{"".join(buttons)}</div><p id="vx-readout"></p></div>'
         "</div>"
         f'{sliders_note}<div id="vx-sliders"></div>'
