@@ -84,13 +84,21 @@ def test_sampling_matches_the_moments():
 
 
 def test_same_seed_same_fit_and_different_seed_runs(data):
-    a = fit_gmm(data[:3000], components=5, seed=11)
-    b = fit_gmm(data[:3000], components=5, seed=11)
+    a = fit_gmm(data[:1500], components=5, seed=11, iters=60)
+    b = fit_gmm(data[:1500], components=5, seed=11, iters=60)
     for key in ("weights", "means", "covariances"):
         assert torch.equal(getattr(a, key), getattr(b, key))
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(a.sample(10, g1), b.sample(10, g2))
-    c = fit_gmm(data[:3000], components=5, seed=12)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)  # the fit runs on one thread whatever the caller set
+    try:
+        d = fit_gmm(data[:1500], components=5, seed=11, iters=60)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a.means, d.means) and torch.equal(a.covariances, d.covariances)
+    assert torch.get_num_threads() == threads
+    c = fit_gmm(data[:1500], components=5, seed=12, iters=60)
     assert c.weights.shape == (5,)
 
 
