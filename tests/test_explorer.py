@@ -162,3 +162,10 @@ def test_report_size_of_the_assignment_model_is_small():
     means, labels = _means(2, 10_000)
     panel = explorer_html(SimpleVAE(K=2, num_filters=32), means, labels)
     assert len(panel.encode()) < 5_000_000
+
+
+def test_decoder_spec_infers_k_from_a_first_linear():
+    layers, _ = decoder_spec(stand_in("mlp", K=3).decoder)
+    assert layers[0]["in_shape"] == [3]
+    with pytest.raises(UnsupportedDecoder, match="latent_dim"):
+        decoder_spec(nn.Sequential(nn.Unflatten(1, (2, 1, 1)), nn.ConvTranspose2d(2, 1, 3)))

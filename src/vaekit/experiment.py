@@ -9,8 +9,11 @@ A run folder holds::
     samples.png        64 images decoded from z ~ N(0, I)
     reconstructions.png, latent_map.png, latent_scatter.png, interpolations.png
                        what the model learned (see ``write_run_figures``)
-    report.html        all of the above in one self-contained page (``vaekit report``)
+    report.html        all of the above in one self-contained page with the latent explorer (``report_run``)
     eval_test.json     written by ``vaekit eval``: ELBO, log-likelihood, latent diagnostics
+    gmm.safetensors, gmm.json, samples_gmm.png
+                       written by ``vaekit sample --sampler gmm``: a Gaussian mixture fitted to
+                       the training set's posterior means, its held-out log-density, its samples
     checkpoint.safetensors  everything to resume: model, optimizer, RNG states, data position,
                        config and metrics; written at each epoch end, every --checkpoint-every
                        steps, on SIGINT/SIGTERM and at the end

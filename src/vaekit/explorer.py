@@ -89,8 +89,11 @@ def _check_conv(path: str, m: nn.Module) -> None:
         raise UnsupportedDecoder(f"{path} ({kind}) uses padding_mode={m.padding_mode!r}; the in-page decoder supports 'zeros'")
 
 
-def decoder_spec(decoder: nn.Module, latent_dim: int) -> tuple[list[dict[str, Any]], Tensor]:
+def decoder_spec(decoder: nn.Module, latent_dim: int | None = None) -> tuple[list[dict[str, Any]], Tensor]:
     """The decoder as (layers, weights) for the in-page decoder.
+
+    ``latent_dim``: K, the width of the latents it takes (default: the ``in_features`` of
+    its first layer, which must then be a Linear).
 
     ``layers``: one dict per layer, in order: ``type`` (the torch class name), ``path``
     (e.g. ``decoder.3``), ``in_shape`` / ``out_shape`` (one sample, without the batch dim,
@@ -102,6 +105,10 @@ def decoder_spec(decoder: nn.Module, latent_dim: int) -> tuple[list[dict[str, An
     forward that is not its layers in order, an output that is not [C, H, W]).
     """
     leaves = _leaves(decoder, "decoder")
+    if latent_dim is None:
+        if not leaves or not isinstance(leaves[0][1], nn.Linear):
+            raise UnsupportedDecoder("give latent_dim: the decoder's first layer is not a Linear")
+        latent_dim = leaves[0][1].in_features
     chunks: list[Tensor] = []
     offset = 0
     layers: list[dict[str, Any]] = []
