@@ -9,8 +9,11 @@ A run folder holds::
     samples.png        64 images decoded from z ~ N(0, I)
     reconstructions.png, latent_map.png, latent_scatter.png, interpolations.png
                        what the model learned (see ``write_run_figures``)
-    report.html        all of the above in one self-contained page (``vaekit report``)
+    report.html        all of the above in one self-contained page with the latent explorer (``report_run``)
     eval_test.json     written by ``vaekit eval``: ELBO, log-likelihood, latent diagnostics
+    gmm.safetensors, gmm.json, samples_gmm.png
+                       written by ``vaekit sample --sampler gmm``: a Gaussian mixture fitted to
+                       the training set's posterior means, its held-out log-density, its samples
     checkpoint.safetensors  everything to resume: model, optimizer, RNG states, data position,
                        config and metrics; written at each epoch end, every --checkpoint-every
                        steps, on SIGINT/SIGTERM and at the end
@@ -45,8 +48,11 @@ from .config import DataConfig, ModelConfig, TrainConfig, config_from_dict, conf
 from .data import ImageData, binarize, check_min_images, load_dataset
 from .datastream import NpyRows, resident_limit_bytes
 from .evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, evaluate_elbo, matmul_peak_gflops, seeded_rng
+from .explorer import explorer_html
+from .explorer import note_html as explorer_note
+from .gmm import GMM, fit_gmm, load_gmm, save_gmm, standard_normal_log_prob
 from .latents import interpolate, latent_grid, pca, posterior_means, reconstruct
-from .model import VAE, generate_images, param_device
+from .model import VAE, eval_mode, generate_images, param_device
 from .objectives import OBJECTIVES
 from .plots import (
     image_grid, plot_elbo_curve, plot_interpolations, plot_latent_map, plot_latent_scatter, plot_reconstructions, plot_samples,
@@ -56,7 +62,7 @@ from .report import read_metrics, write_report
 from .train import fit, set_seed
 
 __all__ = [
-    "train_run", "load_run", "sample_run", "eval_run", "figures_run", "write_run_figures",
+    "train_run", "load_run", "sample_run", "eval_run", "figures_run", "report_run", "write_run_figures",
     "build_model", "resolve_arch", "describe_model", "split_images", "RUN_FILES", "FIGURES",
 ]
 
@@ -300,7 +306,7 @@ def _train_run(
     if not main:
         return out
     write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch)
-    write_report(out)
+    report_run(out)
     return out
 
 
@@ -449,15 +455,114 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[VAE, dict[str, A
     return model.to(resolve_device(device)), meta
 
 
-def sample_run(run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path | None = None) -> Path:
-    """Write a grid of ``n`` new images from a trained run; returns the PNG's path."""
+def sample_run(
+    run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path | None = None, *, sampler: str = "prior", components: int = 10,
+) -> Path:
+    """Write a grid of ``n`` new images from a trained run; returns the PNG's path.
+
+    ``sampler="prior"``: z ~ N(0, I) (default file ``RUN_DIR/samples_seedS.png``).
+    ``sampler="gmm"``: z from a Gaussian mixture of ``components`` components fitted to the
+    training set's posterior means (two-stage sampling; ``fit_run_gmm``), default file
+    ``RUN_DIR/samples_gmm.png``; the run's report is then rewritten to show it.
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     model, _ = load_run(run_dir)
-    path = Path(out) if out is not None else Path(run_dir) / f"samples_seed{seed}.png"
-    set_seed(seed)
-    plot_samples(generate_images(model, n_images=n), path, title=f"{n} samples from the prior (seed {seed})")
+    if sampler == "prior":
+        path = Path(out) if out is not None else Path(run_dir) / f"samples_seed{seed}.png"
+        set_seed(seed)
+        plot_samples(generate_images(model, n_images=n), path, title=f"{n} samples from the prior (seed {seed})")
+        return path
+    gmm, _ = fit_run_gmm(run_dir, components=components, model=model)
+    path = Path(out) if out is not None else Path(run_dir) / GMM_SAMPLES
+    plot_samples(gmm_images(model, gmm, n, seed), path, title=f"{n} samples from the GMM ({components} components, seed {seed})")
+    if out is None:
+        report_run(run_dir)
     return path
+
+
+SAMPLERS = ("prior", "gmm")
+GMM_FILE = "gmm.safetensors"
+GMM_JSON = "gmm.json"
+GMM_SAMPLES = "samples_gmm.png"
+GMM_FIT_SEED = 0
+
+
+@torch.no_grad()
+def gmm_images(model: VAE, gmm: GMM, n: int, seed: int) -> torch.Tensor:
+    """Mean images [n, C, H, W] decoded from n draws of the mixture (seeded)."""
+    device, dtype = param_device(model)
+    z = gmm.sample(n, torch.Generator().manual_seed(seed)).to(device, dtype)  # [n, K]
+    with eval_mode(model):
+        return model.mean_image(z[:, None, :])[:, 0].float().cpu()
+
+
+def fit_run_gmm(run_dir: str | Path, components: int = 10, *, model: VAE | None = None) -> tuple[GMM, dict[str, Any]]:
+    """The run's GMM on the training set's posterior means, and its held-out numbers.
+
+    Reuses ``RUN_DIR/gmm.safetensors`` when it has ``components`` components; else fits one
+    (seed 0) and saves it. Writes ``RUN_DIR/gmm.json``: the mean log-density (nats per point)
+    of the **test** set's posterior means under the GMM and under the prior N(0, I).
+    """
+    run = Path(run_dir)
+    if model is None:
+        model, meta = load_run(run)
+    else:
+        meta = read_json(run / "config.json")
+    train_cfg = _config_section(run, meta, "train", TrainConfig)
+    data = load_dataset(train_cfg.dataset, config=run_data_config(run, meta), progress=False)
+    gmm = None
+    if (run / GMM_FILE).exists():
+        try:
+            old = load_gmm(run / GMM_FILE)
+            if old.components == components and old.dim == model.K:
+                gmm = old
+        except CheckpointError:
+            gmm = None  # refit and overwrite
+    if gmm is None:
+        train_means = posterior_means(model, split_images(data, train_cfg, "train"))  # [N, K]
+        gmm = fit_gmm(train_means, components=components, seed=GMM_FIT_SEED)
+        save_gmm(run / GMM_FILE, gmm)
+    test_means = posterior_means(model, split_images(data, train_cfg, "test"))  # [M, K]
+    info = {
+        **gmm.info,
+        "components": gmm.components,
+        "latent_dim": gmm.dim,
+        "test_points": int(test_means.shape[0]),
+        "test_loglik_gmm": float(gmm.log_prob(test_means).mean()),
+        "test_loglik_prior": float(standard_normal_log_prob(test_means).mean()),
+        "unit": "nats per point (mean log-density of the test set's posterior means)",
+    }
+    atomic_write_text(run / GMM_JSON, json.dumps(info, indent=2) + "\n")
+    return gmm, info
+
+
+def report_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the run's report with the latent explorer (``vaekit.explorer``); returns its path.
+
+    The explorer gets the test set's posterior means and labels, and the run's GMM if
+    ``gmm.safetensors`` exists. Anything that keeps the explorer from being built is shown
+    as a note in its place; the rest of the report is written regardless.
+    """
+    run = Path(run_dir)
+    try:
+        model, meta = load_run(run)
+        train_cfg = _config_section(run, meta, "train", TrainConfig)
+        data = load_dataset(train_cfg.dataset, config=run_data_config(run, meta), progress=False)
+        means = posterior_means(model, split_images(data, train_cfg, "test"))  # [M, K]
+        gmm = None
+        if (run / GMM_FILE).exists():
+            try:
+                gmm = load_gmm(run / GMM_FILE)
+            except CheckpointError:
+                gmm = None  # gmm.json / the samples still show; the explorer just has no GMM button
+        labels = data.test_labels if data.info.get("labelled", True) else None
+        panel = explorer_html(model, means, labels, gmm=gmm)
+    except Exception as e:  # never lose the report over the explorer; say why it is missing
+        panel = explorer_note(f"{type(e).__name__}: {e}")
+    return write_report(run, out, explorer_html=panel)
 
 
 def eval_run(
@@ -521,5 +626,5 @@ def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
     written = write_run_figures(
         model, data, train_cfg, run, rows, batch_elbos, global_batch=global_batch if isinstance(global_batch, int) and global_batch > 0 else None,
     )
-    written.append(write_report(run))
+    written.append(report_run(run))
     return written

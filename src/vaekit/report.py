@@ -3,8 +3,10 @@
 The report shows the run's configuration, dataset, device and time, the per-epoch metrics
 table, the evaluation (``eval_test.json`` / ``eval_train.json`` from ``vaekit eval``) and
 every PNG figure in the folder. Images are embedded as ``data:image/png;base64`` URIs and
-the styling is inline, so the file opens offline in any browser: it references no URL,
-loads no font and runs no script (a Content-Security-Policy forbids anything else).
+the styling is inline, so the file opens offline in any browser: it references no URL and
+loads no font. It runs no script, except the latent explorer's when one is given
+(``explorer_html``), which the Content-Security-Policy pins by its sha256; it forbids
+anything else.
 
 Every piece of text read from the run folder is HTML-escaped. Only ``config.json`` is
 required; a missing optional file is left out and a malformed one is reported in the page
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .checkpoint import CheckpointError, atomic_write_text, read_json
+from .explorer import script_hashes
 
 __all__ = ["build_report", "write_report", "read_metrics", "REPORT_NAME", "FIGURES"]
 
@@ -34,6 +37,9 @@ REPORT_NAME = "report.html"
 FIGURES: tuple[tuple[str, str, str], ...] = (
     ("samples.png", "Samples from the prior",
      "Images decoded from latent codes z ~ N(0, I) drawn from the prior, with the final weights."),
+    ("samples_gmm.png", "Samples from the aggregate posterior (GMM)",
+     "Images decoded from z drawn from a Gaussian mixture fitted to the training set's posterior means "
+     "(two-stage sampling, Ghosh et al. 2020; vaekit sample --sampler gmm)."),
     ("elbo_curve.png", "Training curve",
      "ELBO in nats per image (higher is better): the training ELBO per minibatch, and the train and "
      "test ELBO at the end of each epoch."),
@@ -95,8 +101,14 @@ code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em;
 footer { margin-top: 3em; color: #7a8290; font-size: 0.85em; }
 """
 
-# the page may show inline styles and data: images and nothing else: no scripts, no network
+# the page may show inline styles and data: images and nothing else: no network, and no script
+# but the explorer's, each allowed by the sha256 of its exact text (see _csp)
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def _csp(script_sources: Sequence[str] = ()) -> str:
+    """The Content-Security-Policy: ``_CSP``, plus ``script-src`` with exactly the given hash sources."""
+    return _CSP + (f"; script-src {' '.join(script_sources)}" if script_sources else "")
 
 
 # ---------------------------------------------------------------- formatting
@@ -280,6 +292,14 @@ def _summary(run: Path, meta: dict[str, Any], rows: list[dict[str, Any]], evals:
         items.append(("final test ELBO", _fmt_pm(last.get("test_elbo"), last.get("test_elbo_se")) + " nats per image"))
     else:
         items.append(("training", "no per-epoch metrics (metrics.jsonl is missing or empty)"))
+    gmm = _dict(meta.get("_gmm"))
+    if _finite(gmm.get("test_loglik_gmm")) and _finite(gmm.get("test_loglik_prior")):
+        items.append((
+            "latent log-density of the test posterior means",
+            f"{gmm['test_loglik_gmm']:.3f} nats per point under the GMM ({_fmt_value(gmm.get('components'))} components, "
+            f"fit on the training set) vs {gmm['test_loglik_prior']:.3f} under N(0, I) "
+            f"(gain {gmm['test_loglik_gmm'] - gmm['test_loglik_prior']:+.3f})",
+        ))
     for split, ev in evals.items():
         loglik = _fmt_pm(ev.get("log_likelihood"), ev.get("log_likelihood_se")) + " nats per image"
         if _finite(ev.get("bits_per_dim")):
@@ -295,7 +315,7 @@ def _config(meta: dict[str, Any]) -> str:
         if section:
             parts.append(f"<div><h3>{title}</h3>" + _kv_table((k, _fmt_value(v)) for k, v in section.items()) + "</div>")
     known = {"model", "train", "data"}
-    other = [(k, _fmt_value(v)) for k, v in meta.items() if k not in known]
+    other = [(k, _fmt_value(v)) for k, v in meta.items() if k not in known and not k.startswith("_")]
     if other:
         parts.append("<div><h3>Run</h3>" + _kv_table(other) + "</div>")
     parts.append("</div>")
@@ -414,6 +434,10 @@ def _figures(pngs: list[Path]) -> str:
     parts = []
     if main:
         parts.append('<h2 id="figures">Figures</h2>')
+        pair = [p for p in main if p.name in ("samples.png", "samples_gmm.png")]
+        if len(pair) == 2:  # prior and GMM samples side by side
+            parts.append('<div class="tables">' + "".join(f"<div style=\"flex: 1 1 300px\">{_figure(p, *known[p.name])}</div>" for p in pair) + "</div>")
+            main = [p for p in main if p not in pair]
         parts.extend(_figure(p, *known[p.name]) for p in main)
     if other:
         parts.append('<h2 id="other-figures">Other figures</h2>')
@@ -424,8 +448,12 @@ def _figures(pngs: list[Path]) -> str:
 # ---------------------------------------------------------------- public API
 
 
-def build_report(run_dir: str | os.PathLike) -> str:
+def build_report(run_dir: str | os.PathLike, *, explorer_html: str | None = None) -> str:
     """The HTML text of the report of the run folder ``run_dir``.
+
+    ``explorer_html``: the latent explorer's section (``vaekit.explorer.explorer_html``),
+    shown after the summary; the page's CSP then allows its inline scripts by their sha256,
+    and nothing else. Without it the page runs no script.
 
     Raises CheckpointError naming the folder if it is not a folder or has no config.json,
     and naming config.json if that file is not a JSON object.
@@ -446,16 +474,25 @@ def build_report(run_dir: str | os.PathLike) -> str:
         if problem:
             eval_problems.append(problem)
     pngs = _png_files(run)
+    gmm_info, gmm_problem = _read_eval(run / "gmm.json")
+    if gmm_info is not None:
+        meta = {**meta, "_gmm": gmm_info}
+    if gmm_problem:
+        eval_problems.append(gmm_problem.replace("its evaluation", "the GMM's log-likelihood"))
 
     name = run.resolve().name or str(run.resolve())
     sections = [
         _summary(run, meta, rows, evals),
+        explorer_html or "",
         _config(meta),
         _metrics(rows, metric_problems),
         _evaluation(evals, eval_problems),
         _figures(pngs),
     ]
-    nav = [("summary", "Summary"), ("config", "Configuration"), ("metrics", "Metrics")]
+    nav = [("summary", "Summary")]
+    if explorer_html:
+        nav.append(("explorer", "Latent explorer"))
+    nav += [("config", "Configuration"), ("metrics", "Metrics")]
     if evals or eval_problems:
         nav.append(("evaluation", "Evaluation"))
     if any(p.name in {n for n, _, _ in FIGURES} for p in pngs):
@@ -467,7 +504,7 @@ def build_report(run_dir: str | os.PathLike) -> str:
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_csp(script_hashes(explorer_html or ""))}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>vaekit report: {_esc(name)}</title>\n"
         f"<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
@@ -480,9 +517,11 @@ def build_report(run_dir: str | os.PathLike) -> str:
     )
 
 
-def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``) atomically; returns its path."""
-    text = build_report(run_dir)
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, explorer_html: str | None = None) -> Path:
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``) atomically; returns its path.
+
+    ``explorer_html``: see ``build_report``."""
+    text = build_report(run_dir, explorer_html=explorer_html)
     path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
     atomic_write_text(path, text)
     return path
