@@ -57,8 +57,15 @@ def conv_decoder(K: int, C: int, H: int, W: int) -> nn.Module:
 
 
 def stand_in(kind: str, K: int = 2, C: int = 1, H: int = 28, W: int = 28, likelihood="gaussian", seed: int = 0) -> nn.Module:
-    """A model for the explorer: ``kind`` "assignment" (SimpleVAE), "assignment-perturbed", "mlp" or "conv"."""
+    """A model for the explorer: ``kind`` "assignment" (SimpleVAE), "assignment-perturbed", "mlp" or "conv"
+    (a user's own decoders of those kinds), or "arch:NAME" (vaekit's registered architecture NAME)."""
     torch.manual_seed(seed)
+    if kind.startswith("arch:"):
+        from vaekit.config import ModelConfig
+        from vaekit.experiment import build_model
+
+        name = likelihood if isinstance(likelihood, str) else likelihood.name
+        return build_model(ModelConfig(arch=kind[5:], latent_dim=K, likelihood=name, num_filters=8), (C, H, W))
     if kind.startswith("assignment"):
         from vaekit import SimpleVAE
 

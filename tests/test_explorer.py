@@ -67,7 +67,10 @@ def test_a_report_without_explorer_has_no_script_source(tmp_path, pngs):
     assert "script-src" not in _csp(text) and "<script" not in text
 
 
-@pytest.mark.parametrize("kind,k,shape", [("assignment", 2, (1, 28, 28)), ("mlp", 3, (3, 32, 32)), ("conv", 5, (1, 25, 25)), ("conv", 2, (3, 32, 32))])
+@pytest.mark.parametrize("kind,k,shape", [
+    ("assignment", 2, (1, 28, 28)), ("mlp", 3, (3, 32, 32)), ("conv", 5, (1, 25, 25)), ("conv", 2, (3, 32, 32)),
+    ("arch:mlp", 3, (1, 28, 28)), ("arch:conv", 4, (3, 32, 32)), ("arch:conv", 2, (1, 25, 25)),
+])
 def test_embedded_weights_round_trip_byte_exactly(kind, k, shape):
     model = stand_in(kind, K=k, C=shape[0], H=shape[1], W=shape[2])
     means, labels = _means(k)

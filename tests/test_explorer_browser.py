@@ -87,6 +87,11 @@ CASES = [  # (kind, K, (C, H, W), likelihood)
     ("conv", 3, (3, 32, 32), "bernoulli"),
     ("conv", 2, (1, 25, 25), Likelihood("continuous-bernoulli")),
     ("conv", 8, (1, 25, 25), "gaussian"),
+    # vaekit's registered architectures, grey and colour
+    ("arch:mlp", 2, (1, 28, 28), "bernoulli"),
+    ("arch:mlp", 5, (3, 32, 32), "gaussian"),
+    ("arch:conv", 3, (3, 32, 32), "continuous-bernoulli"),
+    ("arch:conv", 2, (1, 25, 25), "gaussian"),
 ]
 
 
