@@ -525,3 +525,20 @@ def test_vaekit_sample_subprocess_has_no_traceback(run_dir, name, tmp_path):
     _assert_names_file_and_problem(lines[0], where, fragments)
     assert proc.stdout == ""
     assert not sentinel.exists(), "vaekit sample ran code from the file"
+
+
+def test_a_png_export_of_mnist_trains_exactly_like_the_idx_files(tmp_path, tiny_dataset_dir, mnist):
+    """The README's worked example: MNIST exported as PNGs in the IDX order trains to the same weights and test ELBO."""
+    from vaekit.data import export_png
+
+    pngs = export_png(mnist, tmp_path / "pngs", limit_train=256, limit_test=64)  # the images of tiny_dataset_dir
+    runs = []
+    for name, dataset in (("idx", tiny_dataset_dir), ("png", pngs)):
+        out = tmp_path / name
+        assert main(["train", "--dataset", str(dataset), "--batch-size", "32", "--max-steps", "5", "--epochs", "1",
+                     "--num-filters", "4", "--eval-samples", "2", "--seed", "7", "--no-progress", "--out", str(out)]) == 0
+        runs.append(out)
+    rows = [json.loads((run / "metrics.jsonl").read_text().splitlines()[-1]) for run in runs]
+    assert rows[0]["test_elbo"] == rows[1]["test_elbo"] and rows[0]["train_elbo"] == rows[1]["train_elbo"]
+    (a, _), (b, _) = load_run(runs[0]), load_run(runs[1])
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
