@@ -254,3 +254,12 @@ def test_tensorboard_logs_scalars_and_samples(tmp_path, tiny_dataset_dir):
     assert [e.step for e in test_elbo] == [1, 2]
     assert [e.value for e in test_elbo] == pytest.approx([r["test_elbo"] for r in rows], rel=1e-5)
     assert [e.step for e in acc.Images("samples")] == [1, 2]
+
+
+def test_resume_refuses_other_flags_and_missing_checkpoints(tmp_path, capsys):
+    from vaekit.cli import main
+
+    assert main(["train", "--resume", str(tmp_path), "--epochs", "3"]) == 2
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
