@@ -3,6 +3,8 @@ import tempfile
 
 import pytest
 
+from helpers import train_args, vaekit
+
 
 def pytest_configure(config):
     # never touch the user's cache: the verified-MNIST cache of this test session lives in a temp folder
@@ -39,3 +41,13 @@ def tiny_dataset_dir(tmp_path_factory, mnist):
         write_idx(folder / f"{split}-images-idx3-ubyte", (images[:n, 0] * 255).round().numpy())
         write_idx(folder / f"{split}-labels-idx1-ubyte", labels[:n].numpy())
     return folder
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tiny_dataset_dir, tmp_path_factory):
+    """A 3-epoch `vaekit train` run folder, run to the end without interruption (the resume tests' reference)."""
+    out = tmp_path_factory.mktemp("full") / "run"
+    p = vaekit(*train_args(tiny_dataset_dir, out))
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr
+    return out

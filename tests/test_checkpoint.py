@@ -1,8 +1,11 @@
-"""Integrity of the files vaekit writes (SHA-256 of tensor bytes) and the one-writer lock on a run folder."""
+"""The files vaekit writes: safetensors round trips, integrity (SHA-256 of tensor bytes), the one-writer lock on a
+run folder, atomic writes on a full disk, consistent checkpoints, and never unpickling."""
 
 from __future__ import annotations
 
+import ast
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -12,12 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
+import vaekit
+from helpers import mount_tmpfs, pickle_payload, torch_save_payload
 from vaekit import SimpleVAE
-from vaekit.checkpoint import DIGEST_KEY, CheckpointError, RunLock, RunLockedError, load_weights, save_weights
+from vaekit.checkpoint import (
+    CHECKPOINT, DIGEST_KEY, CheckpointError, RunLock, RunLockedError, load_checkpoint, load_weights, save_weights,
+)
 from vaekit.config import ModelConfig, TrainConfig
 from vaekit.experiment import load_run, train_run
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "run_v0_1"
+SRC = Path(vaekit.__file__).parent
 
 
 def test_saved_weights_carry_the_sha256_of_their_tensor_bytes(tmp_path):
@@ -109,3 +117,148 @@ def test_legacy_run_folder_loads_with_its_outputs_unchanged():
     with torch.no_grad():
         assert torch.equal(model.decode(expected["z"]), expected["decoded"])
         assert torch.equal(model.encoder(expected["x"]), expected["phi"])
+
+
+# ----------------------------------------------------------------------------- the safetensors round trip
+
+
+def test_state_dict_round_trip_through_safetensors(tmp_path):
+    torch.manual_seed(0)
+    m = SimpleVAE()
+    save_weights(tmp_path / "m.safetensors", m.state_dict())
+    tensors, _ = load_weights(tmp_path / "m.safetensors")
+    m2 = SimpleVAE()
+    m2.load_state_dict(tensors)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "size=48k")
+    yield disk
+    subprocess.run(["umount", str(disk)])
+
+
+def test_full_disk_is_a_clear_error_and_keeps_the_previous_file(small_disk):
+    from vaekit.checkpoint import atomic_write_bytes
+
+    target = small_disk / "model.safetensors"
+    atomic_write_bytes(target, b"old contents")
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(target, b"x" * 200_000)
+    assert target.read_bytes() == b"old contents"
+    assert os.listdir(small_disk) == ["model.safetensors"]  # no temporary file left behind
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    from vaekit.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(tmp_path / "f", b"x")
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
+
+
+# ----------------------------------------------------------------------------- a consistent checkpoint
+
+
+def test_inconsistent_checkpoint_is_one_clear_error(uninterrupted, tmp_path):
+    import shutil
+
+    from vaekit.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    tensors, header = load_weights(run / CHECKPOINT)
+    tensors["elbos"] = tensors["elbos"][:3]
+    save_weights(run / CHECKPOINT, tensors, header)
+    with pytest.raises(CheckpointError, match="inconsistent position"):
+        load_checkpoint(run)
+
+
+# ----------------------------------------------------------------------------- never unpickling
+
+
+def test_the_payloads_are_live(tmp_path):
+    """Positive control: these files *do* run code when unpickled, so the tests below mean something."""
+    s1 = tmp_path / "ran-pickle"
+    pickle.loads(pickle_payload(s1))
+    assert s1.exists()
+    s2, f = tmp_path / "ran-torch-load", tmp_path / "state.pt"
+    torch_save_payload(s2, f)
+    assert not s2.exists()
+    torch.load(f, weights_only=False)
+    assert s2.exists()
+
+
+UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marshal", "shelve", "joblib"}
+
+
+
+def _dotted(node):
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _keyword_is(call, name, value):
+    return any(kw.arg == name and isinstance(kw.value, ast.Constant) and kw.value.value is value for kw in call.keywords)
+
+
+def unsafe_calls(source: str) -> list[str]:
+    """What in ``source`` could run code from a file: unpickling imports, bare torch.load, eval/exec."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] in UNSAFE_MODULES]
+        elif isinstance(node, ast.ImportFrom):
+            if (node.module or "").split(".")[0] in UNSAFE_MODULES:
+                found.append(f"from {node.module} import")
+            if node.module == "torch" and any(a.name == "load" for a in node.names):
+                found.append("from torch import load")
+        elif isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            if name in ("eval", "exec", "compile", "__import__", "builtins.eval", "builtins.exec"):
+                found.append(f"{name}(")
+            elif name == "torch.load" and not _keyword_is(node, "weights_only", True):
+                found.append("torch.load( without weights_only=True")
+            elif name in ("np.load", "numpy.load") and not all(
+                _keyword_is(node, "allow_pickle", False) for kw in node.keywords if kw.arg == "allow_pickle"
+            ):
+                found.append(f"{name}( with allow_pickle")
+    return found
+
+
+def test_the_scanner_finds_unsafe_calls():
+    bad = (
+        "import pickle\nfrom dill import load\nx = pickle.loads(b'')\ny = torch.load(f)\n"
+        "z = torch.load(f, weights_only=False)\neval('1')\nexec('1')\nnp.load(f, allow_pickle=True)\n"
+    )
+    assert sorted(unsafe_calls(bad)) == sorted(
+        [
+            "import pickle",
+            "from dill import",
+            "torch.load( without weights_only=True",
+            "torch.load( without weights_only=True",
+            "eval(",
+            "exec(",
+            "np.load( with allow_pickle",
+        ]
+    )
+    ok = "model.eval()\ntorch.load(f, weights_only=True)\nnp.load(f, allow_pickle=False)\nevaluate_elbo(m)\n"
+    assert unsafe_calls(ok) == []
+
+
+def test_vaekit_source_never_unpickles_or_evals():
+    files = sorted(SRC.glob("*.py"))
+    assert {"checkpoint.py", "experiment.py", "cli.py"} <= {f.name for f in files}
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        assert "pickle.load" not in text, f
+        assert unsafe_calls(text) == [], (f, unsafe_calls(text))

@@ -280,3 +280,12 @@ def test_data_command_bad_input_is_one_clear_line(tmp_path, capsys, monkeypatch)
         main(["data", str(tmp_path), "--channels", "2"])
     assert main(["data", str(tmp_path / "empty"), "--test-fraction", "1"]) == 2
     assert "test_fraction must be < 1" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_flags_and_missing_checkpoints(tmp_path, capsys):
+    from vaekit.cli import main
+
+    assert main(["train", "--resume", str(tmp_path), "--epochs", "3"]) == 2
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import math
 import os
 import shutil
 import socket
@@ -30,8 +31,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vaekit.data as data
+from helpers import DTYPES, grey_images
 from vaekit.config import DataConfig
-from vaekit.data import DatasetError, ImageData, load_dataset, read_idx
+from vaekit.data import BINARIZE_SEED, DatasetError, ImageData, binarize, load_dataset, read_idx
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -768,3 +770,56 @@ def test_export_png_from_vaekit_data_loads_back(real_mnist, tmp_path):
     back = load_dataset(folder, cache_dir=tmp_path / "cache", progress=False)
     assert torch.equal(back.train_uint8, real_mnist.train_uint8[:12]) and torch.equal(back.test_labels, real_mnist.test_labels[:4])
     assert data.detect_format(folder) == "image-folder"
+
+
+# binarization
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binarize_is_binary_and_keeps_shape_and_dtype(dtype):
+    x = grey_images(3, seed=5).to(dtype)
+    y = binarize(x)
+    assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
+    assert ((y == 0) | (y == 1)).all()
+    assert ((y == 0) & (x == 0)).sum() == (x == 0).sum()  # never lights up a black pixel
+
+
+def test_binarize_with_a_seed_ignores_and_keeps_the_global_rng():
+    x = grey_images(4, seed=6)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    a = binarize(x, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)  # its own generator
+    torch.manual_seed(123)
+    torch.rand(1000)
+    b = binarize(x, seed=7)
+    assert torch.equal(a, b)
+    assert torch.equal(binarize(x), binarize(x, seed=BINARIZE_SEED))
+    assert not torch.equal(a, binarize(x, seed=8))
+
+
+def test_binarize_without_a_seed_uses_the_global_rng():
+    x = grey_images(4, seed=6)
+    torch.manual_seed(3)
+    a = binarize(x, seed=None)
+    torch.manual_seed(3)
+    b = binarize(x, seed=None)
+    c = binarize(x, seed=None)
+    assert torch.equal(a, b) and not torch.equal(b, c)
+
+
+def test_binarize_frequency_of_ones_is_the_grey_level():
+    levels = [0.0, 0.02, 0.25, 0.5, 0.8, 1.0]
+    n = 40_000
+    x = torch.tensor(levels).repeat_interleave(n).reshape(len(levels), 1, 200, 200)
+    y = binarize(x, seed=9)
+    for i, p in enumerate(levels):
+        ones = y[i].sum().item()
+        sd = math.sqrt(n * p * (1 - p))  # binomial standard deviation of the count
+        assert abs(ones - n * p) <= 5 * sd, (p, ones)
+
+
+def test_binarize_rejects_integer_images():
+    with pytest.raises(ValueError, match="images"):
+        binarize(torch.zeros(1, 1, 4, 4, dtype=torch.uint8))

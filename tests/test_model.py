@@ -1,13 +1,13 @@
-"""SimpleVAE, generation and training."""
+"""The VAE model (SimpleVAE, the assignment's layout), its likelihood and posterior options, and generation."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from vaekit import SimpleVAE, TrainConfig, evaluate_elbo, fit, generate_images, set_seed, train_vae
-from vaekit.checkpoint import load_weights, save_weights
-from vaekit.objectives import elbo as elbo_objective
+from helpers import SIZE, TOL, grey_images, model_terms, rand, ref_terms, tiny
+from vaekit import SimpleVAE, generate_images, set_seed
 
 ASSIGNMENT_KEYS = [
     "log_sig_x",
@@ -58,17 +58,6 @@ def test_assignment_state_dict_loads_and_computes_the_same():
     torch.testing.assert_close(m.decode(z), ref.decoder(z.reshape(12, 2)).reshape(4, 3, 1, 28, 28))
 
 
-def test_state_dict_round_trip_through_safetensors(tmp_path):
-    torch.manual_seed(0)
-    m = SimpleVAE()
-    save_weights(tmp_path / "m.safetensors", m.state_dict())
-    tensors, _ = load_weights(tmp_path / "m.safetensors")
-    m2 = SimpleVAE()
-    m2.load_state_dict(tensors)
-    for k, v in m.state_dict().items():
-        assert torch.equal(v, m2.state_dict()[k]), k
-
-
 def test_model_elbo_matches_reference():
     torch.manual_seed(0)
     m = SimpleVAE(K=2, num_filters=4).double()
@@ -85,24 +74,6 @@ def test_model_elbo_matches_reference():
     rec = Normal(mu, m.log_sig_x.exp()).log_prob(x.reshape(3, 1, 784)).sum(-1).mean(1)
     kl = kl_divergence(q, Normal(torch.zeros_like(q.loc), torch.ones_like(q.loc))).sum(-1)
     torch.testing.assert_close(got, (rec - kl).mean())
-
-
-def test_calibrated_sigma_is_the_optimum():
-    torch.manual_seed(0)
-    m = SimpleVAE(num_filters=4).double()
-    x = torch.rand(6, 1, 28, 28, dtype=torch.float64)
-    torch.manual_seed(1)
-    terms = elbo_objective(m, x, samples=3, calibrated=True)
-    torch.manual_seed(1)
-    mu = m(x, 3)  # the same z, so the same reconstructions
-    mse = (mu - x[:, None]).pow(2).mean()
-    torch.testing.assert_close(terms.log_sig_x, 0.5 * mse.log())
-    # the reconstruction term is largest at that sigma
-    for factor in (0.9, 1.1):
-        with torch.no_grad():
-            m.log_sig_x.fill_(terms.log_sig_x.item() + torch.tensor(factor).log().item())
-        torch.manual_seed(1)
-        assert elbo_objective(m, x, samples=3).rec.sum() < terms.rec.sum()
 
 
 def test_generate_images_is_deterministic_under_a_seed():
@@ -130,42 +101,6 @@ def test_bad_inputs():
         SimpleVAE(K=0)
 
 
-def test_training_raises_the_elbo_on_mnist(mnist):
-    x = mnist.train_images[:1024]
-    set_seed(0)
-    m = SimpleVAE(num_filters=8)
-    before = evaluate_elbo(m, x, n_samples=2)["elbo"]
-    cfg = TrainConfig(epochs=2, batch_size=64, samples=1, lr=2e-3, calibrated=False, lr_schedule="constant", device="cpu")
-    result = fit(m, x, cfg, progress=False)
-    after = evaluate_elbo(m, x, n_samples=2)["elbo"]
-    assert result.steps == 32
-    assert after > before + 50, (before, after)
-
-
-def test_train_vae_reproducible_and_accepts_datasets(capsys):
-    x = torch.rand(96, 1, 28, 28)
-    runs = []
-    for dataset in (x, torch.utils.data.TensorDataset(x, torch.zeros(96)), [(img, 0) for img in x]):
-        set_seed(3)
-        m = SimpleVAE(num_filters=4)
-        vals = train_vae(m, dataset, epochs=2, n_samples=2, batch_size=32, seed=3, device="cpu", progress=False)
-        runs.append((vals, m.state_dict()))
-    assert len(runs[0][0]) == 6 and all(isinstance(v, float) for v in runs[0][0])
-    for vals, state in runs[1:]:
-        assert vals == runs[0][0]
-        for k in state:
-            assert torch.equal(state[k], runs[0][1][k])
-    assert "learned sigma_x" in capsys.readouterr().out
-
-
-def test_train_vae_rejects_bad_data():
-    m = SimpleVAE(num_filters=4)
-    with pytest.raises(ValueError, match="batch_size=64"):
-        train_vae(m, torch.rand(10, 1, 28, 28), epochs=1, batch_size=64, progress=False, device="cpu")
-    with pytest.raises(ValueError, match="floating-point images in \\[0, 1\\] or uint8 pixels in 0..255, got dtype torch.int64"):
-        train_vae(m, torch.zeros(10, 1, 28, 28, dtype=torch.int64), epochs=1, batch_size=5, progress=False, device="cpu")
-
-
 def test_channels_last_decoder_computes_the_same():
     torch.manual_seed(0)
     m = SimpleVAE(K=3, num_filters=6).double()
@@ -180,47 +115,74 @@ def test_channels_last_decoder_computes_the_same():
     torch.testing.assert_close(m2.decode(z), ref)
 
 
-def test_time_budget_stops_training_and_reports_the_partial_epoch():
-    x = torch.rand(4096, 1, 28, 28)
-    seen = []
-    cfg = TrainConfig(epochs=50, batch_size=16, samples=1, time_budget=0.5 / 60, device="cpu")
-    result = fit(SimpleVAE(num_filters=4), x, cfg, progress=False, on_epoch_end=lambda e, s: seen.append((e, s)))
-    assert result.stopped_by == "time_budget"
-    assert 0 < result.steps < 50 * 256
-    assert len(seen) == result.epochs_done >= 1
-    assert seen[-1][1]["steps"] == result.steps
-    assert 0.5 <= seen[-1][1]["seconds"] < 5
+# ============================================================================ likelihood and posterior options
 
 
-def test_max_steps_stops_mid_epoch():
-    x = torch.rand(64, 1, 28, 28)
-    m = SimpleVAE(num_filters=4)
-    cfg = TrainConfig(epochs=10, batch_size=16, samples=1, max_steps=6, lr_schedule="cosine", device="cpu")
-    result = fit(m, x, cfg, progress=False)
-    assert result.steps == 6 and result.stopped_by == "max_steps" and result.epochs_done == 2
+def test_diagonal_posterior_layout():
+    model = tiny(K=3, posterior="diagonal")
+    assert model.encoder[-1].out_features == 6
+    x = grey_images(2)
+    phi = model.encode(x)
+    mu, log_sig = model.posterior.split(phi)
+    assert torch.equal(mu, phi[:, :3]) and torch.equal(log_sig, phi[:, 3:])
+    assert tiny(K=3).encoder[-1].out_features == 4
 
 
-@pytest.mark.parametrize(
-    "schedule,frac,expected",
-    [
-        ("constant", 0.7, 1.0),
-        ("cosine", 0.0, 1.0), ("cosine", 0.5, 0.5), ("cosine", 1.0, 0.0),
-        ("anneal", 0.0, 1.0), ("anneal", 0.8, 1.0), ("anneal", 0.9, 0.5), ("anneal", 1.0, 0.0), ("anneal", 1.5, 0.0),
-    ],
-)
-def test_lr_schedules(schedule, frac, expected):
-    from vaekit.train import lr_factor
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_default_model_is_isotropic_gaussian_and_unchanged(calibrated):
+    model = tiny(K=2)
+    assert model.likelihood.name == "gaussian" and model.posterior.name == "isotropic"
+    assert model.encoder[-1].out_features == 3 and model.log_sig_x.requires_grad
+    with torch.no_grad():
+        model.log_sig_x.fill_(-1.2)
+    x = grey_images(5, seed=3)
+    terms = model_terms(model, x, 4, seed=31, calibrated=calibrated)
+    rec, kl, sig_x = ref_terms(model, x, 4, seed=31, calibrated=calibrated)
+    torch.testing.assert_close(terms.rec, rec, **TOL[torch.float32])
+    torch.testing.assert_close(terms.kl, kl, **TOL[torch.float32])
+    torch.testing.assert_close(terms.log_sig_x, sig_x.log(), **TOL[torch.float32])
 
-    assert lr_factor(schedule, frac) == pytest.approx(expected, abs=1e-12)
+
+def test_bernoulli_model_freezes_log_sig_x_and_ignores_calibrated():
+    model = tiny(likelihood="bernoulli")
+    assert not model.log_sig_x.requires_grad
+    x = torch.bernoulli(grey_images(3, seed=4), generator=torch.Generator().manual_seed(0))
+    a = model_terms(model, x, 2, seed=41, calibrated=False)
+    b = model_terms(model, x, 2, seed=41, calibrated=True)
+    torch.testing.assert_close(a.rec, b.rec, rtol=0, atol=0)
+    assert a.log_sig_x.item() == b.log_sig_x.item() == 0.0
 
 
-def test_elbo_objective_under_bf16_autocast_keep_the_data_dtype():
+@pytest.mark.parametrize("arg,value", [("likelihood", "poisson"), ("posterior", "full"), ("likelihood", "Gaussian")])
+def test_invalid_likelihood_or_posterior_raises(arg, value):
+    with pytest.raises(ValueError, match=rf"{arg}.*{value}"):
+        SimpleVAE(K=2, num_filters=4, image_size=SIZE, **{arg: value})
+
+
+def test_mean_image_of_bernoulli_is_the_sigmoid_of_the_logits():
+    model = tiny(likelihood="bernoulli")
+    z = rand(3, 2, 2, seed=12).float()
+    with torch.no_grad():
+        logits = model.decode(z)
+        got = model.mean_image(z)
+    ref = 1.0 / (1.0 + np.exp(-logits.double().numpy()))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
+    gauss = tiny()
+    with torch.no_grad():
+        assert torch.equal(gauss.mean_image(z), gauss.decode(z))
+
+
+def test_generated_images_of_a_bernoulli_model_are_probabilities():
+    model = tiny(likelihood="bernoulli")
+    with torch.no_grad():  # wider logits, so that an unsquashed decoder output would leave (0, 1)
+        model.decoder[-1].weight.mul_(8.0)
+        model.decoder[-1].bias.fill_(0.0)
     torch.manual_seed(0)
-    m = SimpleVAE(num_filters=4)
-    x = torch.rand(8, 1, 28, 28)
-    for calibrated in (False, True):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            terms = elbo_objective(m, x, samples=2, calibrated=calibrated)
-        assert terms.loss.dtype == torch.float32 and torch.isfinite(terms.loss).all()
-        terms.loss.mean().backward()
-        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())
+    images = generate_images(model, n_images=6)
+    assert images.shape == (6, 1, SIZE, SIZE)
+    assert ((images > 0) & (images < 1)).all()
+    torch.manual_seed(0)  # the same z ~ N(0, I), drawn as [X, 1, K]
+    with torch.no_grad():
+        logits = model.decode(torch.randn(6, 1, 2))[:, 0].double().numpy()
+    assert logits.min() < 0 and logits.max() > 1
+    np.testing.assert_allclose(images.numpy(), 1.0 / (1.0 + np.exp(-logits)), rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
+from helpers import TOL, grey_images, model_terms, ref_terms, tiny
 from vaekit import VAE, SimpleVAE
 from vaekit.checkpoint import load_weights
 from vaekit.config import TrainConfig
@@ -145,3 +146,56 @@ def test_every_objective_gives_per_image_terms_and_gradients(name):
     assert all(t.shape == (5,) for t in (terms.loss, terms.elbo, terms.rec, terms.kl))
     terms.loss.mean().backward()
     assert model.encoder[0].weight.grad.abs().sum() > 0 and model.decoder[0].weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- the ELBO of SimpleVAE's options
+
+
+def test_calibrated_sigma_is_the_optimum():
+    torch.manual_seed(0)
+    m = SimpleVAE(num_filters=4).double()
+    x = torch.rand(6, 1, 28, 28, dtype=torch.float64)
+    torch.manual_seed(1)
+    terms = elbo(m, x, samples=3, calibrated=True)
+    torch.manual_seed(1)
+    mu = m(x, 3)  # the same z, so the same reconstructions
+    mse = (mu - x[:, None]).pow(2).mean()
+    torch.testing.assert_close(terms.log_sig_x, 0.5 * mse.log())
+    # the reconstruction term is largest at that sigma
+    for factor in (0.9, 1.1):
+        with torch.no_grad():
+            m.log_sig_x.fill_(terms.log_sig_x.item() + torch.tensor(factor).log().item())
+        torch.manual_seed(1)
+        assert elbo(m, x, samples=3).rec.sum() < terms.rec.sum()
+
+
+def test_elbo_objective_under_bf16_autocast_keep_the_data_dtype():
+    torch.manual_seed(0)
+    m = SimpleVAE(num_filters=4)
+    x = torch.rand(8, 1, 28, 28)
+    for calibrated in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            terms = elbo(m, x, samples=2, calibrated=calibrated)
+        assert terms.loss.dtype == torch.float32 and torch.isfinite(terms.loss).all()
+        terms.loss.mean().backward()
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+
+@pytest.mark.parametrize(
+    "likelihood,posterior", [("bernoulli", "isotropic"), ("bernoulli", "diagonal"), ("gaussian", "diagonal")]
+)
+def test_elbo_terms_match_reference(likelihood, posterior):
+    model = tiny(K=3, likelihood=likelihood, posterior=posterior).double()
+    x = grey_images(4, seed=1).double()
+    if likelihood == "bernoulli":
+        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():  # a visible log_sig_x, so that a Gaussian decoder does not hide behind sigma_x = 1
+        model.log_sig_x.fill_(-0.7)
+    terms = model_terms(model, x, 3, seed=21)
+    rec, kl, _ = ref_terms(model, x, 3, seed=21)
+    torch.testing.assert_close(terms.rec, rec, **TOL[torch.float64])
+    torch.testing.assert_close(terms.kl, kl, **TOL[torch.float64])
+    torch.testing.assert_close(terms.loss, kl - rec, **TOL[torch.float64])
+    # the noise matters: another seed gives another reconstruction term
+    assert not torch.allclose(model_terms(model, x, 3, seed=22).rec, rec)

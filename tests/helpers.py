@@ -1,0 +1,122 @@
+"""Plain helpers shared by several test files (the shared fixtures are in conftest.py)."""
+
+import pathlib
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+
+from vaekit import SimpleVAE
+from vaekit.objectives import elbo as elbo_objective
+
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+SIZE = 12  # image_size of the tiny models: 12 -> 8 -> 4 after the two 5x5 convolutions
+
+
+# ----------------------------------------------------------------------------- tiny models and data
+
+
+def tiny(**kw):
+    kw.setdefault("K", 2)
+    kw.setdefault("num_filters", 4)
+    kw.setdefault("image_size", SIZE)
+    torch.manual_seed(kw.pop("seed", 0))
+    return SimpleVAE(**kw)
+
+
+def rand(*shape, seed=0, dtype=torch.float64, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+
+def grey_images(n, seed=0, size=SIZE):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, size, size, generator=gen)
+
+
+# ----------------------------------------------------------------------------- ELBO terms
+
+
+def ref_terms(model, x, n, seed, calibrated=False):
+    """ELBO terms of ``model`` at ``x``, written out with torch.distributions.
+
+    Re-seeds the global RNG so that the reparameterization noise is the one the ELBO objective draws
+    (the noise is [N, B, K], as ``Normal(...).rsample([N])`` draws it).
+    """
+    k = model.K
+    with torch.no_grad():
+        phi = model.encoder(x)
+    mu = phi[:, :k]
+    sigma = phi[:, k:].exp().expand_as(mu)  # one std (isotropic) or K stds (diagonal)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        z = Normal(mu, sigma).rsample([n]).permute(1, 0, 2)  # [B, N, K]
+        out = model.decode(z).reshape(x.shape[0], n, -1)  # [B, N, D]
+    xf = x.reshape(x.shape[0], 1, -1).expand_as(out)
+    if model.likelihood.name == "bernoulli":
+        rec = Independent(Bernoulli(logits=out), 1).log_prob(xf).mean(1)
+        sig_x = None
+    else:
+        if calibrated:
+            sig_x = torch.tensor(float(np.sqrt(np.mean((xf - out).double().numpy() ** 2))), dtype=x.dtype)
+        else:
+            sig_x = model.log_sig_x.detach().exp()
+        rec = Independent(Normal(out, sig_x.expand_as(out)), 1).log_prob(xf).mean(1)
+    prior = Independent(Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+    kl = kl_divergence(Independent(Normal(mu, sigma), 1), prior)
+    return rec, kl, sig_x
+
+
+def model_terms(model, x, n, seed, calibrated=False):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return elbo_objective(model, x, samples=n, calibrated=calibrated)
+
+
+# ----------------------------------------------------------------------------- malicious pickles
+
+
+class _Touch:
+    """Unpickling this calls Path(path).touch(): proof that code ran."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+def pickle_payload(sentinel: Path) -> bytes:
+    return pickle.dumps({"encoder.0.weight": _Touch(sentinel)})
+
+
+def torch_save_payload(sentinel: Path, path: Path) -> None:
+    state = SimpleVAE(num_filters=4).state_dict()
+    state["log_sig_x"] = _Touch(sentinel)  # a state_dict with a live object inside
+    torch.save(state, path)
+
+
+# ----------------------------------------------------------------------------- `vaekit train` in a subprocess
+
+
+def vaekit(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "vaekit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def train_args(dataset, out, extra=()):
+    return ["train", "--dataset", str(dataset), "--out", str(out), "--epochs", "3", "--batch-size", "16",
+            "--samples", "2", "--num-filters", "4", "--eval-samples", "1", "--checkpoint-every", "2",
+            "--device", "cpu", "--seed", "5", "--no-progress", *extra]
+
+
+def mount_tmpfs(path, options):
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
