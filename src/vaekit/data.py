@@ -147,7 +147,7 @@ class ImageData:
         object.__setattr__(self, "_floats", {})
         for split, floats in (("train", train_images), ("test", test_images)):
             u8 = getattr(self, f"{split}_uint8")
-            if floats is not None and getattr(floats, "_vaekit_bytes", None) is not u8:
+            if floats is not None and (u8 is None or getattr(floats, "_vaekit_bytes", None) is not u8):
                 # new floats (not this object's own float view, which dataclasses.replace passes back)
                 if not isinstance(floats, torch.Tensor) or not floats.is_floating_point() or floats.ndim != 4:
                     raise DatasetError(
