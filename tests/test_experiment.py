@@ -211,7 +211,7 @@ def test_batch_larger_than_the_data_is_refused_before_writing(tiny_dataset_dir, 
     out = tmp_path / "run"
     assert main(["train", "--dataset", str(tiny_dataset_dir), "--batch-size", "1000", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "batch_size=1000" in err and "256 training images" in err
+    assert "fewer than one batch of 1000" in err and "256 training images" in err and "--batch-size" in err
     assert not out.exists()
 
 

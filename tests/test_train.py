@@ -322,7 +322,7 @@ def test_nonfinite_in_a_run_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     x = mnist.train_images[:64].clone()
     x[37, 0, 5, 5] = float("nan")
     tiny = dataclasses.replace(mnist, train_images=x, test_images=mnist.test_images[:32])
-    monkeypatch.setattr("vaekit.experiment.load_dataset", lambda name: tiny)
+    monkeypatch.setattr("vaekit.experiment.load_dataset", lambda name, **kwargs: tiny)
     cfg = TrainConfig(**{**TINY.__dict__, "checkpoint_every": 1, "eval_samples": 1})
     epoch, step = next(first_bad_step(64, 16, 37, cfg.seed, 1))
     with pytest.raises(NonFiniteError):
