@@ -276,3 +276,16 @@ def test_report_renders_offline_in_headless_chromium(tmp_path, pngs):
         colour = np.asarray(COLOURS[name])
         near = np.all(np.abs(image - colour) < 0.1, axis=-1)
         assert near.sum() > 0.8 * rectangle, f"{name} is not visible in the screenshot ({near.sum()} pixels)"
+
+
+def test_report_names_the_datas_source_split_and_skipped_files(tmp_path, pngs):
+    config = json.loads(json.dumps(CONFIG))
+    config["data"] = {
+        "name": "/photos", "image_shape": [3, 32, 32], "train_images": 90, "test_images": 10,
+        "info": {"source": "image-folder", "path": "/photos", "split": "seeded", "test_fraction": 0.1, "split_seed": 0,
+                 "skipped": 2, "skipped_files": ["a/broken.png", "b/<notes>.png"]},
+    }
+    page = Page(build_report(make_run(tmp_path / "run", pngs, config=config)))
+    for needle in ("/photos, 32×32 images, 3 channels (90 train, 10 test)", "image-folder (/photos)",
+                   "seeded, test fraction 0.1, seed 0", "2: a/broken.png, b/<notes>.png"):
+        assert needle in page.text, needle

@@ -270,12 +270,26 @@ def _summary(run: Path, meta: dict[str, Any], rows: list[dict[str, Any]], evals:
     items: list[tuple[str, str]] = [("run folder", str(run))]
     if dataset is not None:
         shape = ""
-        if data.get("image_size") is not None:
+        if isinstance(data.get("image_shape"), list) and len(data["image_shape"]) == 3:
+            c, h, w = data["image_shape"]
+            shape = f", {_fmt_value(h)}×{_fmt_value(w)} images, {_fmt_value(c)} channel{'s' if c != 1 else ''}"
+        elif data.get("image_size") is not None:
             shape = f", {_fmt_value(data['image_size'])}×{_fmt_value(data['image_size'])} images"
         counts = ""
         if data.get("train_images") is not None or data.get("test_images") is not None:
             counts = f" ({_fmt_value(data.get('train_images'))} train, {_fmt_value(data.get('test_images'))} test)"
         items.append(("dataset", f"{_fmt_value(dataset)}{shape}{counts}"))
+        info = _dict(data.get("info"))
+        if info:  # where the images came from, how they were split, what was left out
+            source = f"{_fmt_value(info.get('source'))}" + (f" ({_fmt_value(info['path'])})" if info.get("path") else "")
+            split = _fmt_value(info.get("split"))
+            if info.get("split") == "seeded":
+                split += f", test fraction {_fmt_value(info.get('test_fraction'))}, seed {_fmt_value(info.get('split_seed'))}"
+            items.append(("data source", source))
+            items.append(("split", split))
+            skipped = info.get("skipped", 0) or 0
+            names = info.get("skipped_files") or []
+            items.append(("skipped files", f"{_fmt_value(skipped)}" + (f": {', '.join(map(str, names[:10]))}" + (" ..." if len(names) > 10 else "") if names else "")))
     items.append(("device", _fmt_value(meta.get("device", train.get("device")))))
     items.append(("created", _fmt_value(meta.get("created"))))
     versions = [f"{name} {_fmt_value(meta[key])}" for name, key in
