@@ -47,6 +47,11 @@ def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
+def _networks(device: torch.device, autocast_dtype: torch.dtype | None):
+    """Autocast for the networks' forward passes (``autocast_dtype`` None: off, fp32)."""
+    return torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None)
+
+
 def _log_px(model: VAE, x: Tensor, out: Tensor) -> Tensor:
     """log p(x|z) [B, N] for images x [B, D] and decoder outputs [B, N, D], in x's dtype."""
     return model.likelihood.log_prob(x[:, None, :].expand_as(out), out, model.log_sig_x.detach())  # [B, N]
@@ -66,7 +71,8 @@ def _blocks(m: int, size: int) -> Iterator[slice]:
 
 @torch.no_grad()
 def log_likelihood(
-    model: VAE, x: Tensor, k: int = 1000, *, seed: int | None = 0, max_decodes: int = 2048
+    model: VAE, x: Tensor, k: int = 1000, *, seed: int | None = 0, max_decodes: int = 2048,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Importance-sampled log p(x) per image [B], in nats (float64), with exactly ``k`` samples.
 
@@ -82,6 +88,8 @@ def log_likelihood(
         seed: seeds a forked RNG (the same seed gives the same estimate); None draws from
             the global RNG.
         max_decodes: images decoded at once (memory bound).
+        autocast_dtype: run the encoder and decoder under autocast in this dtype (bf16); None: fp32.
+            Their outputs are made float64 before anything is summed, in every mode.
 
     Returns:
         [B] float64: the estimate of log p(x) for each image (see ``LIKELIHOOD_NOTE``).
@@ -100,14 +108,18 @@ def log_likelihood(
             xb = x[rows].to(device, dtype)  # [b, C, H, W]
             b = xb.shape[0]
             x64 = xb.reshape(b, -1).double()  # [b, D]
-            mu, log_sig = (t.double() for t in model.posterior.split(model.encode(xb)))  # [b, K], [b, 1 or K]
+            with _networks(device, autocast_dtype):
+                phi = model.encode(xb)
+            mu, log_sig = (t.double() for t in model.posterior.split(phi))  # [b, K], [b, 1 or K]
             total = torch.full((b,), -math.inf, dtype=torch.float64, device=device)  # running logsumexp
             chunk = max(1, max_decodes // b)
             for start in range(0, k, chunk):
                 c = min(chunk, k - start)
                 eps = torch.randn(b, c, mu.shape[1], dtype=torch.float64, device=device)  # [b, c, K]
                 z = mu[:, None, :] + eps * log_sig.exp()[:, None, :]  # [b, c, K], z ~ q(z|x)
-                dec = model.decode(z.to(dtype)).reshape(b, c, -1).double()  # [b, c, D]
+                with _networks(device, autocast_dtype):
+                    dec = model.decode(z.to(dtype))
+                dec = dec.reshape(b, c, -1).double()  # [b, c, D]
                 log_w = (
                     _log_px(model, x64, dec)  # log p(x|z_i)
                     + log_prob_diag(z, torch.zeros_like(z), torch.zeros_like(z[..., :1]))  # log p(z_i)
@@ -121,7 +133,7 @@ def log_likelihood(
 @torch.no_grad()
 def evaluate_elbo(
     model: VAE, images: Tensor, n_samples: int = 10, batch_size: int = 500, seed: int = 0,
-    *, sharded: bool = False,
+    *, sharded: bool = False, autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """ELBO of ``images`` [M, C, H, W] under ``model`` with its current sigma_x.
 
@@ -131,6 +143,9 @@ def evaluate_elbo(
     ``sharded=True`` (every rank of a process group must call it): each rank evaluates its
     contiguous slice of every batch, with its slice of the noise drawn for the whole batch,
     and the sums are all-reduced: every rank returns what one process would (up to rounding).
+
+    ``autocast_dtype`` (bf16): the networks run under autocast; the per-image terms are
+    computed in float32 and summed in float64 in every mode.
     """
     if n_samples < 1 or batch_size < 1:
         raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
@@ -143,7 +158,8 @@ def evaluate_elbo(
             shard = distributed.BatchShard.of(x.shape[0]) if sharded else distributed.BatchShard.whole(x.shape[0])
             # this process's slice of the noise drawn for the whole batch (all of it in one process)
             eps = shard.draw(lambda b: torch.empty((n_samples, b, model.latent_dim), dtype=dtype, device=device).normal_(), dim=1)
-            terms = elbo_objective(model, shard.take(x).to(device, dtype), samples=n_samples, eps=eps)  # [b_rank]
+            with _networks(device, autocast_dtype):  # objectives.elbo makes the networks' outputs float32
+                terms = elbo_objective(model, shard.take(x).to(device, dtype), samples=n_samples, eps=eps)  # [b_rank]
             elbo.append(terms.elbo.double())
             rec.append(terms.rec.double())
             kl.append(terms.kl.double())
@@ -229,6 +245,7 @@ def evaluate(
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Everything ``vaekit eval`` reports for ``images`` [M, C, H, W], per image.
 
@@ -237,6 +254,9 @@ def evaluate(
       samples (nats), ``bits_per_dim`` = -log p(x) / (D ln 2) and its ``bits_per_dim_se``
       (see ``LIKELIHOOD_NOTE`` for what they mean with a Gaussian decoder);
     * ``kl_per_dim``, ``posterior_mean_var``, ``active_units``, ``recon_mse``: latent diagnostics.
+
+    ``autocast_dtype`` (bf16): the ELBO's and log p(x)'s networks run under autocast (the
+    sums stay float32/float64); None: fp32.
     """
     from tqdm.auto import tqdm
 
@@ -244,11 +264,11 @@ def evaluate(
         raise ValueError(f"images must have shape [M, C, H, W] with M >= 1, got {list(images.shape)}")
     m, d = images.shape[0], images[0].numel()
     result: dict[str, Any] = {"n_images": m, "dims": d, "k": k, "n_samples": n_samples, "seed": seed}
-    result.update(evaluate_elbo(model, images, n_samples=n_samples, batch_size=batch_size, seed=seed))
+    result.update(evaluate_elbo(model, images, n_samples=n_samples, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype))
     ll_block = 100  # images per call (and progress tick); fixed, so the estimate does not depend on batch_size
     lls = []
     for rows in tqdm(list(_blocks(m, ll_block)), desc=f"log p(x), k={k}", disable=not progress, dynamic_ncols=True):
-        lls.append(log_likelihood(model, images[rows], k=k, seed=seed * 100_003 + rows.start))
+        lls.append(log_likelihood(model, images[rows], k=k, seed=seed * 100_003 + rows.start, autocast_dtype=autocast_dtype))
     ll = torch.cat(lls)  # [M] float64
     result["log_likelihood"], result["log_likelihood_se"] = _mean_se(ll)
     bpd = -ll / (d * math.log(2.0))  # [M] bits per dimension

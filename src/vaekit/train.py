@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import TrainState, capture_rng, restore_rng
-from .config import TrainConfig, resolve_device, validate
+from .config import TrainConfig, resolve_device, resolve_precision, validate
 from .data import binarize
 from .model import VAE
 from .objectives import OBJECTIVES, Objective, Terms
@@ -246,7 +246,10 @@ class TrainLoop:
                 step_fn, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True,
             )
         self.step_fn = torch.compile(step_fn) if cfg.compile else step_fn
-        self.amp = cfg.amp and device.type == "cuda"
+        # the networks' arithmetic (config.resolve_precision): bf16 autocast or fp32; the objective,
+        # the optimizer state and the master weights are fp32 in every mode
+        self.autocast_dtype, self.precision_reason = resolve_precision(cfg.precision, device)
+        self.precision = "bf16" if self.autocast_dtype is not None else "fp32"
         self.opt = _make_adam(model, cfg.lr, device)
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
 
@@ -391,7 +394,7 @@ class TrainLoop:
         cfg, k = self.cfg, self.model.latent_dim
         # the samples of z: noise drawn for the whole global batch, this process keeping its slice
         eps = shard.draw(lambda b: torch.empty((self.n_samples, b, k), device=self.device).normal_(), dim=1)  # [N, B, K]
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None):
             terms = self.step_fn(
                 x, samples=self.n_samples, beta=kl_beta(cfg, self.step), calibrated=cfg.calibrated, eps=eps, batch_mean=shard.mean,
             )
@@ -402,6 +405,7 @@ class TrainLoop:
         return terms, loss
 
     def end_epoch(self, epoch: int, bar: Any) -> None:
+        cfg = self.cfg
         done = self.elbos[self.epoch_first : self.step]
         stats = {
             "train_elbo": done.mean().item() if len(done) else float("nan"),
@@ -409,6 +413,10 @@ class TrainLoop:
             "steps": self.step,
             "skipped": self.skipped,
             "seconds": time.perf_counter() - self.t_start,
+            # the last epoch of the run: the epochs, the step limit or the time budget end here
+            "final": self.result.stopped_by != "epochs" or epoch + 1 >= cfg.epochs or self.step >= self.total
+            or (self.budget_s is not None and self.elapsed >= self.budget_s),
+            "precision": self.precision,
         }
         if self.objectives is not None:
             objective = self.objectives[self.epoch_first : self.step]
