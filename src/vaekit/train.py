@@ -506,8 +506,9 @@ def fit(
 
     * ``on_epoch_end(epoch, stats)`` after every epoch (also a partial last one), with
       ``train_elbo`` (mean per-step ELBO, nats per image), ``sigma_x``, ``steps``,
-      ``skipped`` and ``seconds`` (training time so far), and ``train_objective`` when
-      the objective is not the ELBO;
+      ``skipped`` and ``seconds`` (training time so far), ``train_objective`` when
+      the objective is not the ELBO, ``final`` (the run's last epoch: the epochs, the step
+      limit or the time budget end here) and ``precision`` ("fp32" or "bf16");
     * ``on_checkpoint(state)`` after each epoch's ``on_epoch_end``, every
       ``cfg.checkpoint_every`` steps, when SIGINT/SIGTERM arrives (then ``fit`` raises
       ``TrainingInterrupted``) and once at the end (``state.finished``).
@@ -515,6 +516,10 @@ def fit(
     ``resume`` continues from a saved ``TrainState`` (the model must hold its weights):
     on the CPU the result is bit-identical to a run that was never interrupted, as long
     as no time budget is set (a budget makes the stopping point depend on the clock).
+
+    ``cfg.precision`` (``config.resolve_precision``): "bf16" runs the networks under bf16
+    autocast, "auto" does so only where the device computes bf16 natively; the objective's
+    terms, the gradients, Adam's state and the weights are float32 in every mode.
 
     A NaN or Inf loss or gradient raises ``NonFiniteError`` naming the epoch, step and
     quantity, unless ``cfg.skip_nonfinite``, which skips the batch and counts it.
