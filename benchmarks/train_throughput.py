@@ -3,7 +3,9 @@
 Recipe: SimpleVAE K=2, batch 256, 10 samples of z per image, Adam 1e-3, on MNIST.
 Both run in this process, on the same data and seed: (a) the reference loop written the
 straightforward way (benchmarks/common.py), (b) vaekit's trainer (``vaekit.fit``).
-Prints images/s and peak memory of each, then ``ratio=`` (vaekit / reference) last.
+vaekit runs in fp32 and with ``--precision auto`` (bf16 autocast where the CPU or GPU does
+bf16 natively; on other machines auto is fp32 and runs once). Prints images/s and peak
+memory of each, ``ratio_fp32=``, then ``ratio=`` (vaekit with auto / reference) last.
 
     python benchmarks/train_throughput.py [--steps 8] [--warmup 2] [--device auto]
 """
@@ -18,7 +20,7 @@ import torch
 
 from common import PeakRSS, machine, reference_batches, reference_step
 from vaekit import SimpleVAE, TrainConfig, fit, load_dataset, resolve_device, set_seed
-from vaekit.config import PRESETS
+from vaekit.config import PRESETS, resolve_precision
 
 
 def peak_memory(device: torch.device, rss: PeakRSS) -> str:
@@ -61,24 +63,31 @@ def main() -> None:
     print(f"reference: {ref_ips:7.1f} images/s  ({ref_s / args.steps:.3f} s/step, peak {peak_memory(device, rss_ref)})")
     del model, opt, batches
 
-    # (b) vaekit's trainer; its warm-up is a separate short run on the same model
-    set_seed(args.seed)
-    model = SimpleVAE()
-    fit(model, data.train_images, dataclasses.replace(cfg, max_steps=args.warmup), progress=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    with PeakRSS() as rss_vk:
-        t0 = time.perf_counter()
-        result = fit(model, data.train_images, dataclasses.replace(cfg, max_steps=args.steps), progress=False)
+    # (b) vaekit's trainer in fp32 and with --precision auto (the same run when auto picks fp32);
+    # each warm-up is a separate short run on the same model
+    auto_dtype, why = resolve_precision("auto", device)
+    auto_name = "bf16" if auto_dtype is not None else "fp32"
+    print(f"precision auto: {auto_name} ({why})")
+    ips = {}
+    for precision in ("fp32", "bf16") if auto_name == "bf16" else ("fp32",):
+        set_seed(args.seed)
+        model = SimpleVAE()
+        run_cfg = dataclasses.replace(cfg, precision=precision)
+        fit(model, data.train_images, dataclasses.replace(run_cfg, max_steps=args.warmup), progress=False)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        vk_s = time.perf_counter() - t0
-    assert result.steps == args.steps
-    vk_ips = args.steps * bs / vk_s
-    print(f"vaekit:    {vk_ips:7.1f} images/s  ({vk_s / args.steps:.3f} s/step, peak {peak_memory(device, rss_vk)})")
-    print(f"ratio={vk_ips / ref_ips:.2f}")
-
+            torch.cuda.reset_peak_memory_stats()
+        with PeakRSS() as rss_vk:
+            t0 = time.perf_counter()
+            result = fit(model, data.train_images, dataclasses.replace(run_cfg, max_steps=args.steps), progress=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            vk_s = time.perf_counter() - t0
+        assert result.steps == args.steps
+        ips[precision] = args.steps * bs / vk_s
+        print(f"vaekit {precision}: {ips[precision]:7.1f} images/s  ({vk_s / args.steps:.3f} s/step, peak {peak_memory(device, rss_vk)})")
+    print(f"ratio_fp32={ips['fp32'] / ref_ips:.2f}")
+    print(f"ratio={ips[auto_name] / ref_ips:.2f}  (vaekit --precision auto = {auto_name} / reference)")
 
 if __name__ == "__main__":
     main()

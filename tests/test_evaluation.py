@@ -333,3 +333,39 @@ def test_a_bernoulli_model_has_no_8bit_figure():
     model = SimpleVAE(K=2, num_filters=2, likelihood="bernoulli")
     result = evaluate(model, torch.bernoulli(torch.full((3, 1, 28, 28), 0.3)), k=2, n_samples=1)
     assert "bits_per_dim_8bit" not in result and result["decodes"] == 6
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+@pytest.fixture(scope="module")
+def trained_small(mnist):
+    """A small SimpleVAE (4 filters) trained in fp32 for 200 steps of the quick preset."""
+    from vaekit import TrainConfig, fit, set_seed
+
+    set_seed(0)
+    model = SimpleVAE(num_filters=4)
+    fit(model, mnist.train_images[:8192], TrainConfig(max_steps=200, batch_size=64, device="cpu", precision="fp32"), progress=False)
+    return model.eval()
+
+
+def test_bf16_evaluation_agrees_with_fp32_within_its_standard_error(trained_small, mnist):
+    from vaekit.evaluation import evaluate_elbo
+
+    images = mnist.test_images[:500]
+    fp32 = evaluate_elbo(trained_small, images, n_samples=2, seed=0)
+    bf16 = evaluate_elbo(trained_small, images, n_samples=2, seed=0, autocast_dtype=torch.bfloat16)
+    assert fp32["elbo"] > -300  # trained: far above the untrained model's ~ -800
+    assert abs(bf16["elbo"] - fp32["elbo"]) < fp32["elbo_se"], (bf16, fp32)
+    assert abs(bf16["elbo_se"] - fp32["elbo_se"]) < 0.1 * fp32["elbo_se"]
+
+
+def test_bf16_log_likelihood_keeps_float64_and_agrees(trained_small, mnist):
+    x = mnist.test_images[:20]
+    fp32 = log_likelihood(trained_small, x, k=16)
+    bf16 = log_likelihood(trained_small, x, k=16, autocast_dtype=torch.bfloat16)
+    assert fp32.dtype == bf16.dtype == torch.float64
+    se = fp32.std().item() / math.sqrt(len(x))
+    assert abs(bf16.mean().item() - fp32.mean().item()) < se
+    for p in trained_small.parameters():
+        assert p.dtype == torch.float32  # evaluation leaves the weights as they were

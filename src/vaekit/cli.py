@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_checked(int, {"min": 1}), default=500, help="images per ELBO batch (default: 500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="where to evaluate (default: auto)")
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default=None,
+        help="the networks' arithmetic (default: the run's --precision, resolved for this device)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -252,6 +256,8 @@ def _train(args: argparse.Namespace) -> int:
         model_cfg = train_cfg = data_cfg = None
     else:
         preset = args.preset or "quick"
+        if args.amp and main:
+            print("note: --amp is deprecated and means --precision bf16; use --precision auto|fp32|bf16", flush=True)
         model_cfg = config_from_args(ModelConfig, args)
         train_cfg = config_from_args(TrainConfig, args, PRESETS[preset])
         data_cfg = config_from_args(DataConfig, args)
@@ -325,13 +331,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     r = eval_run(
         args.run_dir, k=args.k, split=args.split, limit=args.limit, n_samples=args.samples,
-        batch_size=args.batch_size, seed=args.seed, device=args.device, progress=args.progress,
+        batch_size=args.batch_size, seed=args.seed, device=args.device, progress=args.progress, precision=args.precision,
     )
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     kl = ", ".join(f"{v:.2f}" for v in r["kl_per_dim"])
-    print(f"{r['split']} split, {r['n_images']} images of {r['dims']} pixels, on {r['device']} in {r['seconds']:.0f} s")
+    print(f"{r['split']} split, {r['n_images']} images of {r['dims']} pixels, on {r['device']} ({r['precision']}) in {r['seconds']:.0f} s")
     rows = [
         (f"ELBO ({r['n_samples']} samples)", f"{r['elbo']:10.2f} +- {r['elbo_se']:.2f} nats per image (rec {r['rec']:.2f}, KL {r['kl']:.2f})"),
         (f"log p(x) (k={r['k']})", f"{r['log_likelihood']:10.2f} +- {r['log_likelihood_se']:.2f} nats per image"),

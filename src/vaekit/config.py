@@ -2,7 +2,8 @@
 
 The command line is derived from these dataclasses (see ``cli.py``): each field is a
 flag (``batch_size`` -> ``--batch-size``) whose help text is the field's ``help``
-metadata. ``resolve_device`` is the one place where ``device="auto"`` becomes a device.
+metadata. ``resolve_device`` is the one place where ``device="auto"`` becomes a device, and
+``resolve_precision`` the one place where ``precision="auto"`` becomes fp32 or bf16.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from .likelihoods import LIKELIHOODS
 from .objectives import OBJECTIVES
 from .posteriors import POSTERIORS
 
-__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "resolve_device", "config_to_dict", "config_from_dict"]
+__all__ = [
+    "ModelConfig", "TrainConfig", "PRESETS", "resolve_device", "resolve_precision", "config_to_dict", "config_from_dict",
+]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -100,10 +104,30 @@ class TrainConfig:
     time_budget: float | None = _f(None, "stop after this many minutes of training, then evaluate and save", gt=0.0)
     checkpoint_every: int | None = _f(None, "also write a checkpoint every N optimizer steps (one is written at every epoch end)", min=1)
     skip_nonfinite: bool = _f(False, "skip a batch whose loss or gradient is NaN/Inf (and count it) instead of stopping")
-    eval_samples: int = _f(10, "samples of z per image for the test ELBO", min=1)
+    eval_samples: int = _f(10, "samples of z per image for the final test ELBO (all test images, at the end of training)", min=1)
+    monitor_samples: int = _f(
+        1, "samples of z per image for the per-epoch test ELBO before the last epoch (measured: SE < 2 nats, benchmarks/README.md)", min=1,
+    )
+    monitor_images: int | None = _f(
+        None, "test images (a fixed random subset of N) for the per-epoch test ELBO before the last epoch (default: all; "
+        "fewer than ~9,000 MNIST images give an SE above 2 nats)", min=1,
+    )
+    precision: str = _f(
+        "auto",
+        "network arithmetic: auto = bf16 autocast where the device does bf16 natively (CUDA with bf16, CPUs with "
+        "AVX512_BF16 or AMX), else fp32; the objective, optimizer and weights stay fp32",
+        choices=PRECISIONS,
+    )
     compile: bool = _f(False, "torch.compile the model (faster on CUDA after a warm-up)")
-    amp: bool = _f(False, "bf16 autocast on CUDA")
+    amp: bool = _f(False, "deprecated: the same as --precision bf16 (kept so that old commands and runs still work)")
     tensorboard: bool = _f(False, "also log scalars and sample grids to RUN_DIR/tensorboard (needs the tensorboard package)")
+
+
+    def __post_init__(self) -> None:
+        if self.amp is True:  # the deprecated flag: bf16 autocast
+            if self.precision == "fp32":
+                raise ValueError("amp (deprecated) means precision bf16, which contradicts precision fp32")
+            self.precision = "bf16"
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -168,6 +192,96 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: str | torch.device) -> tuple[torch.dtype | None, str]:
+    """The one place where ``precision`` becomes the networks' autocast dtype: (bfloat16 or None for fp32, why).
+
+    ``auto`` picks bf16 only where the device computes it natively, so that it is faster:
+    CUDA GPUs for which ``torch.cuda.is_bf16_supported()`` holds, and CPUs with AVX512_BF16
+    or AMX (``cpu_bf16_native``). Elsewhere bf16 is emulated (on AVX2-only CPUs slower than
+    fp32) and auto picks fp32. ``bf16`` forces autocast (emulated if need be); ``fp32`` turns it off.
+    Only the networks run under autocast: objective, KL, log-likelihoods, optimizer and weights stay fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    kind = torch.device(device).type
+    if precision == "fp32":
+        return None, "asked for"
+    if precision == "bf16":
+        native, why = _bf16_native(kind)
+        return torch.bfloat16, "asked for" + ("" if native else f"; emulated here ({why}), likely slower than fp32")
+    native, why = _bf16_native(kind)
+    if native:
+        return torch.bfloat16, f"auto: {why}"
+    return None, f"auto: {why}"
+
+
+def _bf16_native(kind: str) -> tuple[bool, str]:
+    """Whether a device of this kind computes bf16 natively, and a short reason."""
+    if kind == "cuda":
+        if _cuda_bf16_supported():
+            return True, "this GPU has native bf16"
+        return False, "this GPU has no native bf16"
+    if kind == "cpu":
+        native, what = cpu_bf16_native()
+        return native, f"this CPU has {'native bf16' if native else 'no native bf16'}: {what}"
+    return False, f"bf16 autocast is not used on {kind}"
+
+
+def _cuda_bf16_supported() -> bool:
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # older torch: no including_emulation
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def cpu_bf16_native() -> tuple[bool, str]:
+    """Whether this CPU does bf16 natively (oneDNN has bf16 kernels and the CPU has AVX512_BF16 or AMX); (bool, what).
+
+    Two probes must agree: ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` (oneDNN will run bf16
+    convolutions and matmuls; on x86 it is also true for plain AVX-512, where bf16 is converted
+    in software) and the CPU's own flags (``cpu_flags``: avx512_bf16 or amx_bf16 in /proc/cpuinfo;
+    on ARM, bf16). torch's dispatch level ``torch.backends.cpu.get_cpu_capability()`` names the
+    vector unit in the reason but cannot tell AVX-512 with and without bf16 apart.
+    """
+    capability = _cpu_capability()
+    if not _mkldnn_bf16_supported():
+        return False, f"{capability}, oneDNN has no bf16"
+    flags = cpu_flags()
+    if flags is None:
+        return False, f"{capability}, CPU flags unreadable"
+    native = sorted(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    if native:
+        return True, f"{capability}, {'+'.join(native)}"
+    return False, capability
+
+
+def _cpu_capability() -> str:
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - older torch
+        return "unknown vector unit"
+
+
+def _mkldnn_bf16_supported() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # noqa: BLE001 - a build without oneDNN
+        return False
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (x86 "flags", ARM "Features"); None where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return None
+
+
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
@@ -182,7 +296,14 @@ def config_from_dict(cls: type, data: dict[str, Any]):
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    values = {k: v for k, v in data.items() if k in names}
+    if cls is TrainConfig:
+        if "precision" not in data:  # written before --precision: fp32, or bf16 with "amp": true
+            values["precision"] = "bf16" if data.get("amp") is True else "fp32"
+        if "monitor_samples" not in data and "eval_samples" in data:  # before the cheaper monitor: every epoch in full
+            values.setdefault("monitor_samples", data["eval_samples"])
+            values.setdefault("monitor_images", None)
+    return cls(**values)
 
 
 @dataclass

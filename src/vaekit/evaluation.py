@@ -60,6 +60,11 @@ def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
+def _networks(device: torch.device, autocast_dtype: torch.dtype | None):
+    """Autocast for the networks' forward passes (``autocast_dtype`` None: off, fp32)."""
+    return torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None)
+
+
 def _mean_se(values: Tensor) -> tuple[float, float]:
     """Mean of per-image values [M] and its standard error over the images."""
     mean = values.mean().item()
@@ -79,7 +84,8 @@ MAX_DECODES = 8192
 
 @torch.no_grad()
 def log_likelihood(
-    model: VAE, x: Tensor, k: int = 1000, *, seed: int | None = 0, max_decodes: int = MAX_DECODES
+    model: VAE, x: Tensor, k: int = 1000, *, seed: int | None = 0, max_decodes: int = MAX_DECODES,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Importance-sampled log p(x) per image [B], in nats (float64), with exactly ``k`` samples.
 
@@ -97,16 +103,19 @@ def log_likelihood(
         seed: seeds a forked RNG (the same seed gives the same estimate); None draws from
             the global RNG.
         max_decodes: images decoded at once (the memory bound).
+        autocast_dtype: run the encoder and decoder under autocast in this dtype (bf16); None: fp32.
+            Their outputs are made float32 before log p(x|z) is computed, in every mode.
 
     Returns:
         [B] float64: the estimate of log p(x) for each image (see ``LIKELIHOOD_NOTE``).
     """
-    return importance_log_likelihoods(model, [x], k, seed=seed, max_decodes=max_decodes)[0]
+    return importance_log_likelihoods(model, [x], k, seed=seed, max_decodes=max_decodes, autocast_dtype=autocast_dtype)[0]
 
 
 @torch.no_grad()
 def importance_log_likelihoods(
-    model: VAE, xs: list[Tensor], k: int, *, seed: int | None = 0, max_decodes: int = MAX_DECODES
+    model: VAE, xs: list[Tensor], k: int, *, seed: int | None = 0, max_decodes: int = MAX_DECODES,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list[Tensor]:
     """``log_likelihood`` of several versions of the same images (e.g. x and a dequantized x + u),
     all importance-sampled with the same k samples z_i ~ q(z|xs[0]) and the same decodes: a valid
@@ -126,14 +135,18 @@ def importance_log_likelihoods(
         for rows in _blocks(xs[0].shape[0], max_decodes):
             flat = [x[rows].to(device, dtype).flatten(1) for x in xs]  # each [b, D]
             b = flat[0].shape[0]
-            mu, log_sig = (t.double() for t in model.posterior.split(model.encode(xs[0][rows].to(device, dtype))))  # [b, K], [b, 1 or K]
+            with _networks(device, autocast_dtype):
+                phi = model.encode(xs[0][rows].to(device, dtype))
+            mu, log_sig = (t.double() for t in model.posterior.split(phi))  # [b, K], [b, 1 or K]
             totals = [torch.full((b,), -math.inf, dtype=torch.float64, device=device) for _ in xs]  # running logsumexps
             chunk = max(1, max_decodes // b)
             for start in range(0, k, chunk):
                 c = min(chunk, k - start)
                 eps = torch.randn(b, c, mu.shape[1], dtype=torch.float64, device=device)  # [b, c, K]
                 z = mu[:, None, :] + eps * log_sig.exp()[:, None, :]  # [b, c, K], z ~ q(z|x)
-                dec = model.decode(z.to(dtype)).reshape(b, c, -1)  # [b, c, D] in the network's dtype
+                with _networks(device, autocast_dtype):
+                    dec = model.decode(z.to(dtype))
+                dec = dec.to(dtype).reshape(b, c, -1)  # [b, c, D] in the parameters' dtype (fp32 under autocast too)
                 log_prior_ratio = (
                     log_prob_diag(z, torch.zeros_like(z), torch.zeros_like(z[..., :1]))  # log p(z_i)
                     - log_prob_diag(z, mu[:, None, :], log_sig[:, None, :])  # log q(z_i|x)
@@ -150,7 +163,7 @@ def importance_log_likelihoods(
 @torch.no_grad()
 def evaluate_elbo(
     model: VAE, images: Tensor, n_samples: int = 10, batch_size: int = 500, seed: int = 0,
-    *, sharded: bool = False,
+    *, sharded: bool = False, autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """ELBO of ``images`` [M, C, H, W] under ``model`` with its current sigma_x.
 
@@ -160,6 +173,9 @@ def evaluate_elbo(
     ``sharded=True`` (every rank of a process group must call it): each rank evaluates its
     contiguous slice of every batch, with its slice of the noise drawn for the whole batch,
     and the sums are all-reduced: every rank returns what one process would (up to rounding).
+
+    ``autocast_dtype`` (bf16): the networks run under autocast; the per-image terms are
+    computed in float32 and summed in float64 in every mode.
     """
     if n_samples < 1 or batch_size < 1:
         raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
@@ -172,7 +188,8 @@ def evaluate_elbo(
             shard = distributed.BatchShard.of(x.shape[0]) if sharded else distributed.BatchShard.whole(x.shape[0])
             # this process's slice of the noise drawn for the whole batch (all of it in one process)
             eps = shard.draw(lambda b: torch.empty((n_samples, b, model.latent_dim), dtype=dtype, device=device).normal_(), dim=1)
-            terms = elbo_objective(model, shard.take(x).to(device, dtype), samples=n_samples, eps=eps)  # [b_rank]
+            with _networks(device, autocast_dtype):  # objectives.elbo makes the networks' outputs float32
+                terms = elbo_objective(model, shard.take(x).to(device, dtype), samples=n_samples, eps=eps)  # [b_rank]
             elbo.append(terms.elbo.double())
             rec.append(terms.rec.double())
             kl.append(terms.kl.double())
@@ -258,6 +275,7 @@ def evaluate(
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Everything ``vaekit eval`` reports for ``images`` [M, C, H, W], per image.
 
@@ -270,6 +288,9 @@ def evaluate(
       u ~ U[0, 1/256)^D, from the same importance samples (see ``DEQUANTIZATION_NOTE``);
     * ``log_likelihood_seconds``, ``decodes``: the time and the decoder passes of the estimate;
     * ``kl_per_dim``, ``posterior_mean_var``, ``active_units``, ``recon_mse``: latent diagnostics.
+
+    ``autocast_dtype`` (bf16): the ELBO's and log p(x)'s networks run under autocast (the
+    sums stay float32/float64); None: fp32.
     """
     from tqdm.auto import tqdm
 
@@ -277,7 +298,7 @@ def evaluate(
         raise ValueError(f"images must have shape [M, C, H, W] with M >= 1, got {list(images.shape)}")
     m, d = images.shape[0], images[0].numel()
     result: dict[str, Any] = {"n_images": m, "dims": d, "k": k, "n_samples": n_samples, "seed": seed}
-    result.update(evaluate_elbo(model, images, n_samples=n_samples, batch_size=batch_size, seed=seed))
+    result.update(evaluate_elbo(model, images, n_samples=n_samples, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype))
     ll_block = 100  # images per call (and progress tick); fixed, so the estimate does not depend on batch_size
     dequantize = not model.likelihood.discrete  # a density of grey levels: also the 8-bit data's NLL
     lls: list[Tensor] = []
@@ -289,7 +310,7 @@ def evaluate(
         if dequantize:  # u ~ U[0, 1/256)^D on each 8-bit level x = j/255 (the cubes do not overlap)
             with seeded_rng(seed * 100_003 + rows.start + 1, torch.device("cpu")):
                 xs.append(x + torch.rand(x.shape, dtype=x.dtype) / 256.0)
-        est = importance_log_likelihoods(model, xs, k=k, seed=seed * 100_003 + rows.start)
+        est = importance_log_likelihoods(model, xs, k=k, seed=seed * 100_003 + rows.start, autocast_dtype=autocast_dtype)
         lls.append(est[0])
         if dequantize:
             deq.append(est[1])

@@ -44,7 +44,9 @@ from .architectures import build_networks, count_parameters, flops_per_image
 from .checkpoint import (
     CHECKPOINT, CheckpointError, RunLock, TrainState, atomic_write_text, load_checkpoint, load_weights, read_json, save_checkpoint,
 )
-from .config import DataConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
+from .config import (
+    DataConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, resolve_precision, validate,
+)
 from .data import ImageData, binarize, check_min_images, load_dataset
 from .datastream import NpyRows, resident_limit_bytes
 from .evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, evaluate_elbo, matmul_peak_gflops, seeded_rng
@@ -129,6 +131,21 @@ def _bytes_or_stream(data: ImageData, split: str) -> Any:
     if u8.numel() > resident_limit_bytes() and path is not None and path.exists():
         return NpyRows(path)
     return u8
+
+
+MONITOR_SEED = 20_261_125  # the fixed draw of the monitor's test images
+
+
+def monitor_subset(images: torch.Tensor, n: int | None) -> torch.Tensor:
+    """The per-epoch monitor's ``n`` test images: a fixed random subset (the same in every run), in order; all if n is None.
+
+    Random, not the first n: MNIST's test set is ordered by writer population, and its first
+    5,000 images score about 20 nats differently from the whole set.
+    """
+    if n is None or n >= len(images):
+        return images
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(MONITOR_SEED))[:n].sort().values  # [n]
+    return images[pick]
 
 
 def _refuse_existing_out_dir(out: Path, overwrite: bool) -> None:
@@ -229,8 +246,15 @@ def _train_run(
     model_cfg.arch = resolve_arch(model_cfg, image_shape)  # recorded in config.json, so load_run rebuilds the same
     set_seed(train_cfg.seed)
     model = build_model(model_cfg, image_shape)  # before anything is written: a shape the arch can't take fails here
+    autocast_dtype, why = resolve_precision(train_cfg.precision, train_device)
+    precision = "bf16" if autocast_dtype is not None else "fp32"
     if main:
         print(describe_model(model, model_cfg.arch), flush=True)
+        print(f"precision: {precision} ({why})", flush=True)
+        before = rows[-1].get("precision") if rows and isinstance(rows[-1], dict) else None
+        if resume and before is not None and before != precision:
+            print(f"note: the checkpoint was trained in {before}; it goes on in {precision} (same weights and optimizer, "
+                  "so not bit-identical to an uninterrupted run)", flush=True)
     if not resume:
 
         def make_out_dir() -> None:
@@ -258,6 +282,7 @@ def _train_run(
                 "info": _json_safe(data.info),
             },
             "device": str(train_device),
+            "precision": {"used": precision, "reason": why},
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -267,8 +292,12 @@ def _train_run(
         if main:
             atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
 
-    def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
-        test = evaluate_elbo(model, test_images, n_samples=train_cfg.eval_samples, seed=train_cfg.seed, sharded=True)
+    def on_epoch_end(epoch: int, stats: dict[str, Any]) -> None:
+        # before the last epoch a cheaper monitor (a subset, fewer samples of z); the last row is the full evaluation
+        final = bool(stats.get("final", True))
+        images = test_images if final else monitor_subset(test_images, train_cfg.monitor_images)
+        n_samples = train_cfg.eval_samples if final else train_cfg.monitor_samples
+        test = evaluate_elbo(model, images, n_samples=n_samples, seed=train_cfg.seed, sharded=True, autocast_dtype=autocast_dtype)
         row = {
             "epoch": epoch + 1,
             "steps": stats["steps"],
@@ -277,6 +306,9 @@ def _train_run(
             "test_elbo_se": test["elbo_se"],
             "test_rec": test["rec"],
             "test_kl": test["kl"],
+            "test_images": len(images),
+            "test_samples": n_samples,
+            "precision": stats.get("precision", precision),
             "sigma_x": stats["sigma_x"] if model.likelihood.has_scale else None,
             "skipped_nonfinite": stats["skipped"],
             "seconds": stats["seconds"],
@@ -577,11 +609,16 @@ def eval_run(
     device: str = "auto",
     progress: bool = True,
     save: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on its dataset's ``split`` (the first ``limit`` images, or all).
 
     Returns ``vaekit.evaluate``'s numbers plus ``split``, ``seconds`` and ``note`` (what the
     log-likelihood means), and with ``save`` writes them to ``RUN_DIR/eval_{split}.json``.
+
+    ``precision`` (auto, fp32, bf16; default: the run's own) is resolved for the evaluation
+    device by ``config.resolve_precision``: the networks run in bf16 only where auto or the
+    run chose it (tests/test_evaluation.py checks that bf16 agrees with fp32 within the SE).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -594,8 +631,14 @@ def eval_run(
     images = split_images(data, train_cfg, split)
     images = images[:limit] if limit is not None else images
     t0 = time.perf_counter()
-    result = evaluate(model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress)
-    result = {"split": split, **result, "seconds": time.perf_counter() - t0, "device": str(param_device(model)[0])}
+    autocast_dtype, _ = resolve_precision(precision or train_cfg.precision, param_device(model)[0])
+    result = evaluate(
+        model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress, autocast_dtype=autocast_dtype,
+    )
+    result = {
+        "split": split, **result, "seconds": time.perf_counter() - t0, "device": str(param_device(model)[0]),
+        "precision": "bf16" if autocast_dtype is not None else "fp32",
+    }
     # how fast the estimate ran: decoder passes per second, and its FLOP rate against this machine's matmul rate
     dec_flops = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
     result["decodes_per_s"] = result["decodes"] / max(result["log_likelihood_seconds"], 1e-9)

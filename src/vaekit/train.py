@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import TrainState, capture_rng, restore_rng
-from .config import TrainConfig, resolve_device, validate
+from .config import TrainConfig, resolve_device, resolve_precision, validate
 from .data import binarize
 from .datastream import NpyRows
 from .model import VAE
@@ -252,7 +252,10 @@ class TrainLoop:
                 step_fn, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True,
             )
         self.step_fn = torch.compile(step_fn) if cfg.compile else step_fn
-        self.amp = cfg.amp and device.type == "cuda"
+        # the networks' arithmetic (config.resolve_precision): bf16 autocast or fp32; the objective,
+        # the optimizer state and the master weights are fp32 in every mode
+        self.autocast_dtype, self.precision_reason = resolve_precision(cfg.precision, device)
+        self.precision = "bf16" if self.autocast_dtype is not None else "fp32"
         self.opt = _make_adam(model, cfg.lr, device)
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
 
@@ -403,7 +406,7 @@ class TrainLoop:
         cfg, k = self.cfg, self.model.latent_dim
         # the samples of z: noise drawn for the whole global batch, this process keeping its slice
         eps = shard.draw(lambda b: torch.empty((self.n_samples, b, k), device=self.device).normal_(), dim=1)  # [N, B, K]
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None):
             terms = self.step_fn(
                 x, samples=self.n_samples, beta=kl_beta(cfg, self.step), calibrated=cfg.calibrated, eps=eps, batch_mean=shard.mean,
             )
@@ -414,6 +417,7 @@ class TrainLoop:
         return terms, loss
 
     def end_epoch(self, epoch: int, bar: Any) -> None:
+        cfg = self.cfg
         done = self.elbos[self.epoch_first : self.step]
         stats = {
             "train_elbo": done.mean().item() if len(done) else float("nan"),
@@ -421,6 +425,10 @@ class TrainLoop:
             "steps": self.step,
             "skipped": self.skipped,
             "seconds": time.perf_counter() - self.t_start,
+            # the last epoch of the run: the epochs, the step limit or the time budget end here
+            "final": self.result.stopped_by != "epochs" or epoch + 1 >= cfg.epochs or self.step >= self.total
+            or (self.budget_s is not None and self.elapsed >= self.budget_s),
+            "precision": self.precision,
         }
         if self.objectives is not None:
             objective = self.objectives[self.epoch_first : self.step]
@@ -511,8 +519,9 @@ def fit(
 
     * ``on_epoch_end(epoch, stats)`` after every epoch (also a partial last one), with
       ``train_elbo`` (mean per-step ELBO, nats per image), ``sigma_x``, ``steps``,
-      ``skipped`` and ``seconds`` (training time so far), and ``train_objective`` when
-      the objective is not the ELBO;
+      ``skipped`` and ``seconds`` (training time so far), ``train_objective`` when
+      the objective is not the ELBO, ``final`` (the run's last epoch: the epochs, the step
+      limit or the time budget end here) and ``precision`` ("fp32" or "bf16");
     * ``on_checkpoint(state)`` after each epoch's ``on_epoch_end``, every
       ``cfg.checkpoint_every`` steps, when SIGINT/SIGTERM arrives (then ``fit`` raises
       ``TrainingInterrupted``) and once at the end (``state.finished``).
@@ -520,6 +529,10 @@ def fit(
     ``resume`` continues from a saved ``TrainState`` (the model must hold its weights):
     on the CPU the result is bit-identical to a run that was never interrupted, as long
     as no time budget is set (a budget makes the stopping point depend on the clock).
+
+    ``cfg.precision`` (``config.resolve_precision``): "bf16" runs the networks under bf16
+    autocast, "auto" does so only where the device computes bf16 natively; the objective's
+    terms, the gradients, Adam's state and the weights are float32 in every mode.
 
     A NaN or Inf loss or gradient raises ``NonFiniteError`` naming the epoch, step and
     quantity, unless ``cfg.skip_nonfinite``, which skips the batch and counts it.
