@@ -417,6 +417,7 @@ def test_a_run_prints_its_precision_and_a_resume_in_another_precision_says_so(ti
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["precision"] == "fp32"
     # the same run on a machine where auto means bf16
+    monkeypatch.setattr(config_mod, "BF16_PROVEN_EQUAL", True)
     monkeypatch.setattr(config_mod, "_mkldnn_bf16_supported", lambda: True)
     monkeypatch.setattr(config_mod, "cpu_flags", lambda: {"avx512_bf16"})
     train_run(None, None, out, progress=False, resume=True)
