@@ -4,7 +4,7 @@
 # Extra arguments go to `vaekit train`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup_env.sh
+source scripts/setup_env.sh ""  # no extras (and not this script's arguments, which go to vaekit train)
 out="runs/quickstart"
 vaekit train --out "$out" --overwrite "$@"
 # log p(x) with k=1000 importance samples on the first 300 test images (~1.5 min on a 2-core CPU)
