@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DatasetError",
+    "to_float",
     "ImageData",
     "FASHION_MNIST_DIR",
     "MNIST_MD5",
@@ -110,6 +111,11 @@ _CACHE_FORMAT = 1  # bump to invalidate every existing cache entry
 
 class DatasetError(ValueError):
     """A dataset file or argument is missing, malformed or fails its checksum."""
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels in 0..255 -> float32 in [0, 1] (``u8 / 255``, the numbers of ImageData's float views); floats unchanged."""
+    return images if images.is_floating_point() else images.to(torch.float32).div_(255.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,7 +181,7 @@ class ImageData:
         x = self._floats.get(split)
         if x is None:
             u8 = getattr(self, f"{split}_uint8")
-            x = u8.to(torch.float32).div_(255.0)  # [N, C, H, W] in [0, 1]
+            x = to_float(u8)  # [N, C, H, W] in [0, 1]
             x._vaekit_bytes = u8  # lets dataclasses.replace recognise it as derived, not new
             self._floats[split] = x
         return x

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
+from .data import to_float
 from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, log_prob_diag, rsample
 from .model import VAE, eval_mode, param_device
 from .objectives import elbo as elbo_objective
@@ -184,7 +185,7 @@ def evaluate_elbo(
     sharded = sharded and distributed.current() is not None
     with eval_mode(model), seeded_rng(seed, device):
         for start in range(0, images.shape[0], batch_size):
-            x = _as_float(images[start : start + batch_size])  # [b, C, H, W]
+            x = to_float(images[start : start + batch_size])  # [b, C, H, W]
             shard = distributed.BatchShard.of(x.shape[0]) if sharded else distributed.BatchShard.whole(x.shape[0])
             # this process's slice of the noise drawn for the whole batch (all of it in one process)
             eps = shard.draw(lambda b: torch.empty((n_samples, b, model.latent_dim), dtype=dtype, device=device).normal_(), dim=1)
@@ -248,7 +249,7 @@ def latent_stats(model: VAE, images: Tensor, batch_size: int = 500) -> dict[str,
     means, kls, sq_err = [], [], 0.0
     with eval_mode(model):
         for rows in _blocks(images.shape[0], batch_size):
-            x = _as_float(images[rows]).to(device, dtype)  # [b, C, H, W]
+            x = to_float(images[rows]).to(device, dtype)  # [b, C, H, W]
             mu, log_sig = model.posterior.split(model.encode(x))  # [b, K], [b, 1 or K]
             kls.append(kl_diag_std_normal(mu.double(), log_sig.double()).sum(dim=0))  # [K]
             recon = model.mean_image(mu[:, None, :])[:, 0]  # [b, C, H, W]
@@ -305,7 +306,7 @@ def evaluate(
     deq: list[Tensor] = []
     t0 = time.perf_counter()
     for rows in tqdm(list(_blocks(m, ll_block)), desc=f"log p(x), k={k}", disable=not progress, dynamic_ncols=True):
-        x = _as_float(images[rows])
+        x = to_float(images[rows])
         xs = [x]
         if dequantize:  # u ~ U[0, 1/256)^D on each 8-bit level x = j/255 (the cubes do not overlap)
             with seeded_rng(seed * 100_003 + rows.start + 1, torch.device("cpu")):
@@ -329,11 +330,6 @@ def evaluate(
     result.update(stats)
     result["likelihood"] = model.likelihood.name
     return result
-
-
-def _as_float(images: Tensor) -> Tensor:
-    """uint8 pixels -> float32 in [0, 1]; floats unchanged."""
-    return images if images.is_floating_point() else images.to(torch.float32).div_(255.0)
 
 
 def matmul_peak_gflops(seconds: float = 0.5, n: int = 1024) -> float:

@@ -47,7 +47,7 @@ from .checkpoint import (
 from .config import (
     DataConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, resolve_precision, validate,
 )
-from .data import ImageData, binarize, check_min_images, load_dataset
+from .data import ImageData, binarize, check_min_images, load_dataset, to_float
 from .datastream import NpyRows, resident_limit_bytes
 from .evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, evaluate_elbo, matmul_peak_gflops, seeded_rng
 from .explorer import explorer_html
@@ -338,7 +338,7 @@ def _train_run(
     if not main:
         return out
     write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch)
-    report_run(out)
+    report_run(out, model=model, data=data)
     return out
 
 
@@ -376,7 +376,7 @@ def write_run_figures(
     with seeded_rng(train_cfg.seed, device):
         plot_samples(generate_images(model, n_images=64), out / "samples.png")
         order = torch.randperm(len(test))  # [M] which test images to show
-    shown = _float(test[order[:16]])  # [16, C, H, W]
+    shown = to_float(test[order[:16]])  # [16, C, H, W]
     plot_reconstructions(shown, reconstruct(model, shown), out / "reconstructions.png")
     means = posterior_means(model, test)  # [M, K]
     grid, what = latent_grid(model, n=15, means=means)
@@ -427,10 +427,6 @@ def run_data_config(run: Path, meta: dict[str, Any]) -> DataConfig:
 def _json_safe(value: Any) -> Any:
     """A JSON-writable copy (paths and other objects as strings)."""
     return json.loads(json.dumps(value, default=str))
-
-
-def _float(images: torch.Tensor) -> torch.Tensor:
-    return images if images.is_floating_point() else images.to(torch.float32).div_(255.0)
 
 
 def run_image_shape(run: Path, meta: dict[str, Any]) -> tuple[int, int, int]:
@@ -511,7 +507,7 @@ def sample_run(
     path = Path(out) if out is not None else Path(run_dir) / GMM_SAMPLES
     plot_samples(gmm_images(model, gmm, n, seed), path, title=f"{n} samples from the GMM ({components} components, seed {seed})")
     if out is None:
-        report_run(run_dir)
+        report_run(run_dir, model=model)
     return path
 
 
@@ -571,18 +567,25 @@ def fit_run_gmm(run_dir: str | Path, components: int = 10, *, model: VAE | None 
     return gmm, info
 
 
-def report_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def report_run(
+    run_dir: str | Path, out: str | Path | None = None, *, model: VAE | None = None, data: ImageData | None = None,
+) -> Path:
     """Write the run's report with the latent explorer (``vaekit.explorer``); returns its path.
 
     The explorer gets the test set's posterior means and labels, and the run's GMM if
-    ``gmm.safetensors`` exists. Anything that keeps the explorer from being built is shown
-    as a note in its place; the rest of the report is written regardless.
+    ``gmm.safetensors`` exists. ``model`` and ``data``, when the caller holds them (training
+    has just ended), save loading them again. Anything that keeps the explorer from being
+    built is shown as a note in its place; the rest of the report is written regardless.
     """
     run = Path(run_dir)
     try:
-        model, meta = load_run(run)
+        if model is None:
+            model, meta = load_run(run)
+        else:
+            meta = read_json(run / "config.json")
         train_cfg = _config_section(run, meta, "train", TrainConfig)
-        data = load_dataset(train_cfg.dataset, config=run_data_config(run, meta), progress=False)
+        if data is None:
+            data = load_dataset(train_cfg.dataset, config=run_data_config(run, meta), progress=False)
         means = posterior_means(model, split_images(data, train_cfg, "test"))  # [M, K]
         gmm = None
         if (run / GMM_FILE).exists():
@@ -669,5 +672,5 @@ def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
     written = write_run_figures(
         model, data, train_cfg, run, rows, batch_elbos, global_batch=global_batch if isinstance(global_batch, int) and global_batch > 0 else None,
     )
-    written.append(report_run(run))
+    written.append(report_run(run, model=model, data=data))
     return written

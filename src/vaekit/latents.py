@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .data import to_float
 from .model import VAE, eval_mode, param_device
 
 __all__ = ["posterior_means", "reconstruct", "pca", "latent_grid", "interpolate"]
@@ -22,9 +23,7 @@ def posterior_means(model: VAE, images: Tensor, batch_size: int = 1000) -> Tenso
     means = []
     with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
-            x = images[start : start + batch_size]
-            x = x if x.is_floating_point() else x.to(torch.float32).div_(255.0)  # uint8 pixels -> [0, 1]
-            phi = model.encode(x.to(device, dtype))  # [b, P]
+            phi = model.encode(to_float(images[start : start + batch_size]).to(device, dtype))  # [b, P]
             means.append(model.posterior.split(phi)[0].float().cpu())  # [b, K]
     return torch.cat(means)  # [M, K]
 

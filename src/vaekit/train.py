@@ -26,14 +26,14 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import TrainState, capture_rng, restore_rng
 from .config import TrainConfig, resolve_device, resolve_precision, validate
-from .data import binarize
+from .data import binarize, to_float
 from .datastream import NpyRows
 from .model import VAE
 from .objectives import OBJECTIVES, Objective, Terms
 
 __all__ = [
     "train_vae", "fit", "FitResult", "TrainLoop", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
-    "set_seed", "as_image_tensor", "configure_threads", "kl_beta", "lr_factor", "to_float",
+    "set_seed", "as_image_tensor", "configure_threads", "kl_beta", "lr_factor",
 ]
 
 
@@ -489,11 +489,6 @@ class TrainLoop:
             objective=None if self.objectives is None else self.objectives[: self.step].detach().cpu().clone(),
             optimizer=copy.deepcopy(self.opt.state_dict()), rng=capture_rng(),
         )
-
-
-def to_float(images: Tensor) -> Tensor:
-    """uint8 pixels in 0..255 -> float32 in [0, 1] (as data.load_dataset converts them); floats unchanged."""
-    return images if images.is_floating_point() else images.to(torch.float32).div_(255.0)
 
 
 def fit(
