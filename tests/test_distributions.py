@@ -287,6 +287,27 @@ def test_log_bernoulli_broadcasts_logits():
     torch.testing.assert_close(log_bernoulli(x, logits), ref)
 
 
+def test_log_bernoulli_of_expanded_binary_images_matches_reference():
+    # evaluation and IWAE pass one image per row expanded over the samples: x [B, 1, D] -> [B, N, D]
+    x = torch.bernoulli(torch.full((3, 1, 10), 0.4, dtype=torch.float64), generator=torch.Generator().manual_seed(2))
+    logits = rand(3, 5, 10, seed=12, scale=4)
+    ref = Independent(Bernoulli(logits=logits), 1).log_prob(x.expand(3, 5, 10).clone())  # [3, 5]
+    torch.testing.assert_close(log_bernoulli(x.expand(3, 5, 10), logits), ref, rtol=1e-12, atol=1e-12)
+    shared = rand(10, seed=13, scale=4)  # logits broadcast too: the result still has x's rows
+    got = log_bernoulli(x.expand(3, 5, 10), shared)
+    assert got.shape == (3, 5)
+    torch.testing.assert_close(got, Independent(Bernoulli(logits=shared), 1).log_prob(x.expand(3, 5, 10).clone()))
+
+
+def test_log_bernoulli_of_grey_values_is_the_cross_entropy():
+    x = torch.tensor([[0.0, 0.25, 1.0, 0.5, 0.9]], dtype=torch.float64)  # not binary: the general form
+    logits = torch.tensor([[2.0, -1.0, 3.0, 40.0, -7.0]], dtype=torch.float64)
+    # sum_d x l - log(1 + e^l), in plain floating point
+    ref = sum(xv * lv - max(lv, 0.0) - math.log1p(math.exp(-abs(lv))) for xv, lv in zip(x[0].tolist(), logits[0].tolist()))
+    assert log_bernoulli(x, logits).item() == pytest.approx(ref, rel=1e-12)
+    assert log_bernoulli(x.float().expand(4, 5), logits.float()).tolist() == pytest.approx([ref] * 4, rel=1e-6)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_log_bernoulli_is_stable_at_extreme_logits(dtype):
     logits = torch.tensor([100.0, -100.0, 100.0, -100.0, 30.0, -30.0, 0.0, 15.0], dtype=torch.float64)

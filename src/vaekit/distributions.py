@@ -387,9 +387,20 @@ def log_bernoulli(x: Tensor, logits: Tensor) -> Tensor:
     if not ok:
         raise ValueError(f"logits {_shape(logits)} must broadcast to x {_shape(x)}")
     softplus = torch.nn.functional.softplus
+    xc = _unbroadcast(x)  # x without its stride-0 copies, e.g. [B, 1, D] for x expanded to [B, N, D]
+    if bool(((xc == 0) | (xc == 1)).all()):
+        # binary x (the usual case): -softplus((1 - 2x) l) per pixel, the general form's numbers bit
+        # for bit (one of its two terms is exactly zero), in one softplus pass instead of two
+        out = -softplus((1.0 - 2.0 * xc) * logits).sum(dim=-1)
+        return out if out.shape == x.shape[:-1] else out.expand(x.shape[:-1])
     # x l - softplus(l) = -(x softplus(-l) + (1 - x) softplus(l)); this form keeps its relative
     # accuracy for confident predictions (softplus(-l) ~ exp(-l) instead of l - l)
     return -(x * softplus(-logits) + (1.0 - x) * softplus(logits)).sum(dim=-1)
+
+
+def _unbroadcast(t: Tensor) -> Tensor:
+    """``t`` without the copies an ``expand`` made: every stride-0 dimension sliced to size 1."""
+    return t[tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None) for size, stride in zip(t.shape, t.stride()))]
 
 
 def _check_elementwise(name: str, t: object) -> Tensor:

@@ -143,8 +143,8 @@ def importance_log_likelihoods(
             chunk = max(1, max_decodes // b)
             for start in range(0, k, chunk):
                 c = min(chunk, k - start)
-                eps = torch.randn(b, c, mu.shape[1], dtype=torch.float64, device=device)  # [b, c, K]
-                z = mu[:, None, :] + eps * log_sig.exp()[:, None, :]  # [b, c, K], z ~ q(z|x)
+                eps = torch.randn(b, c, mu.shape[1], dtype=dtype, device=device)  # [b, c, K] in the networks' dtype (float32: 4x faster)
+                z = mu[:, None, :] + eps.double() * log_sig.exp()[:, None, :]  # [b, c, K] float64, z ~ q(z|x)
                 with _networks(device, autocast_dtype):
                     dec = model.decode(z.to(dtype))
                 dec = dec.to(dtype).reshape(b, c, -1)  # [b, c, D] in the parameters' dtype (fp32 under autocast too)
