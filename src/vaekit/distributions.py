@@ -388,9 +388,10 @@ def log_bernoulli(x: Tensor, logits: Tensor) -> Tensor:
         raise ValueError(f"logits {_shape(logits)} must broadcast to x {_shape(x)}")
     softplus = torch.nn.functional.softplus
     xc = _unbroadcast(x)  # x without its stride-0 copies, e.g. [B, 1, D] for x expanded to [B, N, D]
-    if bool(((xc == 0) | (xc == 1)).all()):
+    if xc.device.type == "cpu" and bool(((xc == 0) | (xc == 1)).all()):
         # binary x (the usual case): -softplus((1 - 2x) l) per pixel, the general form's numbers bit
-        # for bit (one of its two terms is exactly zero), in one softplus pass instead of two
+        # for bit (one of its two terms is exactly zero), in one softplus pass instead of two. On the
+        # CPU only: elsewhere the check would cost a host sync per call, and the passes are cheap
         out = -softplus((1.0 - 2.0 * xc) * logits).sum(dim=-1)
         return out if out.shape == x.shape[:-1] else out.expand(x.shape[:-1])
     # x l - softplus(l) = -(x softplus(-l) + (1 - x) softplus(l)); this form keeps its relative
