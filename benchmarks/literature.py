@@ -12,10 +12,10 @@ counted) it records the test ELBO (all 10,000 images, one sample) and the test N
 subset of ``--subset`` images: the NLL-against-minutes curves, saved as JSON and PNG in
 benchmarks/results/. Prints a table beside the paper's and ``delta=`` last: the VAE row's NLL minus 86.76.
 
-    python benchmarks/literature.py [--rows vae,iwae5,iwae50] [--minutes 60] [--k 5000] [--jobs 2]
+    python benchmarks/literature.py [--rows vae,iwae5,iwae50] [--minutes 60] [--k 5000] [--jobs 2] [--table]
 
-``--jobs 2`` trains two rows at once, each in its own process on one thread: these small MLPs train
-as fast on one core as on two (measured: 9,213 vs 8,926 images/s for the VAE, 897 vs 872 for IWAE
+``--jobs 2`` trains two rows at once, each in its own process pinned to one core (``--core``), so one
+torch thread: these small MLPs train as fast on one core as on two (measured: 9,213 vs 8,926 images/s for the VAE, 897 vs 872 for IWAE
 k=50, batch 100), so on a 2-core CPU each row still gets this CPU's full speed for its hour.
 """
 
@@ -113,22 +113,27 @@ def plot(rows, path):
     fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
+def save(path, args, rows):
+    path.write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=2) + "\n")
+
+
 def run_in_processes(args, names):
-    """Each row in its own process on ``args.threads or 1`` threads, ``args.jobs`` at a time; their rows."""
-    argv = [a for a in sys.argv[1:]]
+    """Each row in its own process pinned to one core, ``args.jobs`` at a time; their rows."""
+    argv, cores = sys.argv[1:], sorted(os.sched_getaffinity(0))
     pending, running, rows = list(names), [], {}
     while pending or running:
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
-            cmd = [sys.executable, __file__, *argv, "--rows", name, "--jobs", "1", "--threads", str(args.threads or 1), "--tag", f"{args.tag}-{name}"]
-            running.append((name, subprocess.Popen(cmd)))
+            core = next(c for c in cores if c not in {c for _, _, c in running})
+            cmd = [sys.executable, __file__, *argv, "--rows", name, "--jobs", "1", "--core", str(core), "--child"]
+            running.append((name, subprocess.Popen(cmd), core))
         time.sleep(5)
-        for name, proc in list(running):
+        for name, proc, core in list(running):
             if proc.poll() is not None:
-                running.remove((name, proc))
+                running.remove((name, proc, core))
                 if proc.returncode != 0:
                     raise SystemExit(f"row {name} failed with exit code {proc.returncode}")
-                rows[name] = json.loads((RESULTS / f"{args.tag}-{name}.json").read_text())["rows"][0]
+                rows[name] = json.loads((RESULTS / f"{args.tag}-{name}.json").read_text())["rows"][0]  # written by the child
     return [rows[name] for name in names]
 
 
@@ -145,19 +150,24 @@ def main() -> None:
     ap.add_argument("--lr-schedule", default="anneal")
     ap.add_argument("--kl-warmup", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per row (default: torch's; 1 with --jobs)")
+    ap.add_argument("--core", type=int, default=None, help="run on this CPU core only (one torch thread)")
     ap.add_argument("--jobs", type=int, default=1, help="rows trained at once, each in its own process")
     ap.add_argument("--tag", default="literature", help="name of the JSON and PNG in benchmarks/results/")
+    ap.add_argument("--table", action="store_true", help="train nothing: the table, JSON and PNG from the rows' saved results/TAG-ROW.json")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one row of --jobs: only its TAG-ROW.json
     args = ap.parse_args()  # repeated options: the last wins (run_in_processes appends its own)
     names = args.rows.split(",")
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         raise SystemExit(f"--rows must name rows among {', '.join(ROWS)}, got {', '.join(unknown)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.core is not None:
+        os.sched_setaffinity(0, {args.core})  # vaekit gives torch one thread per core it may use
+        torch.set_num_threads(1)
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}; {torch.get_num_threads()} threads", flush=True)
     RESULTS.mkdir(exist_ok=True)
-    if args.jobs > 1 and len(names) > 1:
+    if args.table:
+        rows = [json.loads((RESULTS / f"{args.tag}-{name}.json").read_text())["rows"][0] for name in names]
+    elif args.jobs > 1 and len(names) > 1:
         rows = run_in_processes(args, names)
     else:
         data = load_dataset("mnist")
@@ -165,10 +175,10 @@ def main() -> None:
         rows = []
         for name in names:
             rows.append(run_row(name, args, data, test))
-            (RESULTS / f"{args.tag}.json").write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=2) + "\n")
-            plot(rows, RESULTS / f"{args.tag}.png")
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=2) + "\n")
-    plot(rows, RESULTS / f"{args.tag}.png")
+            save(RESULTS / f"{args.tag}-{name}.json", args, rows[-1:])
+    if not args.child:
+        save(RESULTS / f"{args.tag}.json", args, rows)
+        plot(rows, RESULTS / f"{args.tag}.png")
     print(f"\n{'row':<8} {'paper':>7} {'vaekit NLL':>16} {'test ELBO':>16} {'active':>6} {'train min':>9} {'wall min':>8}")
     for r in rows:
         print(f"{r['row']:<8} {r['paper']:7.2f} {r['nll']:9.2f} +- {r['nll_se']:.2f} {r['test_elbo']:9.2f} +- {r['test_elbo_se']:.2f} "
