@@ -148,10 +148,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-schedule", default="anneal")
-    ap.add_argument("--kl-warmup", type=int, default=0)
+    ap.add_argument("--kl-warmup", type=int, default=5000, help="steps of linear KL warm-up (default 5000, from the sweep)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--core", type=int, default=None, help="run on this CPU core only (one torch thread)")
-    ap.add_argument("--jobs", type=int, default=1, help="rows trained at once, each in its own process")
+    ap.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                    help="rows trained at once, each in its own process on one core (default 2, or 1 on one core)")
     ap.add_argument("--tag", default="literature", help="name of the JSON and PNG in benchmarks/results/")
     ap.add_argument("--table", action="store_true", help="train nothing: the table, JSON and PNG from the rows' saved results/TAG-ROW.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one row of --jobs: only its TAG-ROW.json
@@ -160,6 +161,8 @@ def main() -> None:
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         raise SystemExit(f"--rows must name rows among {', '.join(ROWS)}, got {', '.join(unknown)}")
+    if args.jobs > len(os.sched_getaffinity(0)):
+        raise SystemExit(f"--jobs {args.jobs}: more rows at once than the {len(os.sched_getaffinity(0))} cores this process may use")
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})  # vaekit gives torch one thread per core it may use
         torch.set_num_threads(1)
