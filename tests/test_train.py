@@ -438,3 +438,22 @@ def test_the_last_metrics_row_is_the_full_evaluation(tiny_dataset_dir, tmp_path,
     assert [(r["test_images"], r["test_samples"]) for r in rows[:-1]] == [(16, 1)] * (len(rows) - 1)
     assert (rows[-1]["test_images"], rows[-1]["test_samples"]) == (64, 3)  # all 64 test images, eval_samples
     assert len(rows) == {3: 3, 5: 2, 4: 1}[limit.get("max_steps", 3)]
+
+
+@pytest.mark.parametrize("env, share, expected", [(None, 1, "cores"), (None, 2, "half"), ("1", 1, 1), ("3", 1, "min3"), ("", 1, "cores"), ("x", 1, "cores")])
+def test_configure_threads_gives_a_thread_per_core_at_most_omp_num_threads(monkeypatch, env, share, expected):
+    import os
+
+    from vaekit.train import configure_threads
+
+    cores = len(os.sched_getaffinity(0))
+    want = {"cores": cores, "half": max(1, cores // 2), "min3": min(cores, 3)}.get(expected, expected)
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(share) == want and torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)

@@ -38,6 +38,12 @@ def _mean(t: Tensor) -> Tensor:
     return t.mean()
 
 
+def _on_model_device(model: Any, x: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """x and eps moved to the model's device (a no-op in training, where they are there already)."""
+    device = model.log_sig_x.device
+    return x.to(device), None if eps is None else eps.to(device)
+
+
 def _decode_log_px(
     model: Any, x: Tensor, z: Tensor, calibrated: bool, batch_mean: Callable[[Tensor], Tensor]
 ) -> tuple[Tensor, Tensor]:
@@ -79,7 +85,10 @@ def elbo(
         eps: [N, B, K] standard-normal noise to use (data-parallel ranks pass their slice of the
             global draw); None draws it from the global RNG.
         batch_mean: how the calibrated MSE is averaged (data-parallel: over the global batch).
+
+    x and eps follow the model's device; the terms are on that device.
     """
+    x, eps = _on_model_device(model, x, eps)
     # under autocast the networks may run in bf16; the objective is computed in x's dtype
     phi = model.encode(x).to(x.dtype)  # [B, P]
     z = model.posterior.rsample(phi, samples, eps)  # [B, N, K]
@@ -106,8 +115,9 @@ def iwae(
     through logsumexp. k = 1 is the ELBO with the KL estimated on the sample; the bound rises with
     k towards log p(x). ``beta`` < 1 (warm-up) weights the prior and entropy terms as in the ELBO.
     ``Terms.elbo`` is the mean of the k log weights at beta = 1 (an unbiased ELBO estimate).
-    Other arguments as in ``elbo``.
+    Other arguments as in ``elbo``; x and eps follow the model's device.
     """
+    x, eps = _on_model_device(model, x, eps)
     phi = model.encode(x).to(x.dtype)  # [B, P]
     z = model.posterior.rsample(phi, samples, eps)  # [B, k, K]
     log_px, log_sig_x = _decode_log_px(model, x, z, calibrated, batch_mean)  # [B, k], []

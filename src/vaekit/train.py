@@ -48,13 +48,16 @@ def configure_threads(share: int = 1) -> int:
     """Give torch one intra-op thread per core this process may run on; returns the count.
 
     ``share``: processes on this machine sharing those cores (data-parallel ranks), each
-    getting an equal part (at least one thread).
+    getting an equal part (at least one thread). ``OMP_NUM_THREADS``, where set, is the most
+    it gives (e.g. parallel test workers, each with one thread).
     """
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         n = os.cpu_count() or 1
     n = max(1, n // max(1, share))
+    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() and int(os.environ["OMP_NUM_THREADS"]) >= 1:
+        n = min(n, int(os.environ["OMP_NUM_THREADS"]))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
@@ -216,6 +219,11 @@ class TrainLoop:
         if device.type == "cpu":
             configure_threads(1 if dist_info is None else dist_info.local_world_size)
         self.device = device
+        if device.type == "cuda":
+            # cuDNN's fastest convolution gradients add up with atomics, in an order that changes from
+            # run to run: its deterministic algorithms make a resumed run bit-identical to an
+            # uninterrupted one on a GPU too (the CPU's kernels are deterministic already)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         self.streamed = isinstance(images, NpyRows)  # larger than memory: read from disk a batch at a time
         if self.streamed:
             if cfg.binarize == "static":
@@ -522,8 +530,9 @@ def fit(
       ``TrainingInterrupted``) and once at the end (``state.finished``).
 
     ``resume`` continues from a saved ``TrainState`` (the model must hold its weights):
-    on the CPU the result is bit-identical to a run that was never interrupted, as long
-    as no time budget is set (a budget makes the stopping point depend on the clock).
+    the result is bit-identical to a run that was never interrupted on the same device (on a
+    GPU, training sets cuDNN to its deterministic algorithms for this), as long as no time
+    budget is set (a budget makes the stopping point depend on the clock).
 
     ``cfg.precision`` (``config.resolve_precision``): "bf16" runs the networks under bf16
     autocast, "auto" does so only where the device computes bf16 natively; the objective's
