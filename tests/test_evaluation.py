@@ -369,3 +369,15 @@ def test_bf16_log_likelihood_keeps_float64_and_agrees(trained_small, mnist):
     assert abs(bf16.mean().item() - fp32.mean().item()) < se
     for p in trained_small.parameters():
         assert p.dtype == torch.float32  # evaluation leaves the weights as they were
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_peak_counts_two_n_cubed_flops_per_product(monkeypatch, dtype):
+    """A fake clock that ticks 0.1 s per reading: start 0.0, two products (at 0.1, 0.2 < 0.25), stop
+    at 0.3, elapsed read at 0.4 -> 2 products x 2 n^3 FLOPs in 0.4 s."""
+    import vaekit.evaluation as ev
+
+    ticks = iter(i / 10 for i in range(100))
+    monkeypatch.setattr(ev.time, "perf_counter", lambda: next(ticks))
+    n = 32
+    assert ev.matmul_peak_gflops(seconds=0.25, n=n, dtype=dtype) == pytest.approx(2 * 2 * n**3 / 0.4 / 1e9)

@@ -352,7 +352,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ]
     for label, value in rows:
         print(f"  {label:<22}{value}")
-    peak = f" (this machine's fp32 matmul rate: {r['matmul_peak_gflops']:.0f} GFLOP/s)" if "matmul_peak_gflops" in r else ""
+    peak = f" (this {'GPU' if r['device'].startswith('cuda') else 'machine'}'s {r['precision']} matmul rate: {r['matmul_peak_gflops']:.0f} GFLOP/s)" if "matmul_peak_gflops" in r else ""
     print(f"  {'speed':<22}{r['decodes_per_s']:,.0f} decodes/s in {r['log_likelihood_seconds']:.0f} s, decoder at {r['decoder_gflops']:.1f} GFLOP/s{peak}")
     print(f"note: {r['note']}")
     if "dequantization_note" in r:

@@ -646,8 +646,7 @@ def eval_run(
     dec_flops = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
     result["decodes_per_s"] = result["decodes"] / max(result["log_likelihood_seconds"], 1e-9)
     result["decoder_gflops"] = result["decodes_per_s"] * dec_flops / 1e9
-    if param_device(model)[0].type == "cpu":
-        result["matmul_peak_gflops"] = matmul_peak_gflops()
+    result["matmul_peak_gflops"] = matmul_peak_gflops(device=param_device(model)[0], dtype=autocast_dtype or torch.float32)
     result["note"] = LIKELIHOOD_NOTE
     if "bits_per_dim_8bit" in result:
         result["dequantization_note"] = DEQUANTIZATION_NOTE
