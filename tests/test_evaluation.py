@@ -381,3 +381,17 @@ def test_matmul_peak_counts_two_n_cubed_flops_per_product(monkeypatch, dtype):
     monkeypatch.setattr(ev.time, "perf_counter", lambda: next(ticks))
     n = 32
     assert ev.matmul_peak_gflops(seconds=0.25, n=n, dtype=dtype) == pytest.approx(2 * 2 * n**3 / 0.4 / 1e9)
+
+
+def test_default_pass_size_is_the_devices(mnist):
+    """None decodes MAX_DECODES_CPU images per pass on the CPU: the same draws, so the same numbers, as naming it;
+    a GPU's (MAX_DECODES) splits the samples differently, so it draws other noise."""
+    from vaekit.evaluation import MAX_DECODES, MAX_DECODES_CPU, default_max_decodes
+
+    assert default_max_decodes(torch.device("cpu")) == MAX_DECODES_CPU < MAX_DECODES == default_max_decodes(torch.device("cuda"))
+    torch.manual_seed(0)
+    model = SimpleVAE(K=2, num_filters=4)
+    x = mnist.test_images[:100]  # 100 images: MAX_DECODES_CPU // 100 samples per pass
+    default = log_likelihood(model, x, k=60, seed=3)
+    assert torch.equal(default, log_likelihood(model, x, k=60, seed=3, max_decodes=MAX_DECODES_CPU))
+    assert not torch.equal(default, log_likelihood(model, x, k=60, seed=3, max_decodes=MAX_DECODES))
