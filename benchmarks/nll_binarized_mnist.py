@@ -7,7 +7,7 @@ Burda et al. 2016), on the first --images test images (the fixed-seed binarizati
 ``vaekit.data.BINARIZE_SEED``). The reference figure is the 1-layer VAE of Burda et al.
 2016, Table 1: 86.76 nats (k=5000, 50 latent units, two deterministic hidden layers of 200).
 
-    python benchmarks/nll_binarized_mnist.py [--minutes 15] [--latent-dim 16] [--lr 1e-3] [--kl-warmup 0] [--k 5000] [--images 10000]
+    python benchmarks/nll_binarized_mnist.py [--minutes 15] [--latent-dim 16] [--lr 1e-3] [--kl-warmup 0] [--lr-warmup 0] [--k 5000] [--images 10000]
     python benchmarks/nll_binarized_mnist.py --run RUN_DIR [--k 5000] [--images 500]
 
 Prints the settings, the test ELBO and NLL with their standard errors, and
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--latent-dim", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl-warmup", type=int, default=0, help="steps of linear KL warm-up (default 0: none)")
+    ap.add_argument("--lr-warmup", type=int, default=0, help="steps of linear learning-rate warm-up (default 0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=5000, help="importance samples per image (default 5000)")
     ap.add_argument("--images", type=int, default=10000, help="first N test images (default all 10000)")
@@ -47,7 +48,7 @@ def main() -> None:
     if run is None:
         model_cfg = ModelConfig(latent_dim=args.latent_dim, likelihood="bernoulli", posterior="diagonal")
         train_cfg = TrainConfig(
-            binarize="dynamic", lr=args.lr, kl_warmup=args.kl_warmup, seed=args.seed, time_budget=args.minutes,
+            binarize="dynamic", lr=args.lr, kl_warmup=args.kl_warmup, lr_warmup=args.lr_warmup, seed=args.seed, time_budget=args.minutes,
             epochs=1000, device=args.device,
         )
         t0 = time.perf_counter()

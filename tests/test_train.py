@@ -105,6 +105,24 @@ def test_lr_schedules(schedule, frac, expected):
     assert lr_factor(schedule, frac) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_warmup_rises_linearly_to_the_schedules_lr(monkeypatch, schedule):
+    """The lr Adam steps with (read off the optimizer at each step): L (s + 1) / W for the first W steps, then
+    the schedule's L * lr_factor(s / total); warm-up 0 leaves the schedule alone."""
+    from vaekit.train import lr_factor
+
+    seen = []
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **kw: (seen.append(self.param_groups[0]["lr"]), real_step(self, *a, **kw))[1])
+    x = grey_images(32, seed=3)
+    for warmup in (4, 0):
+        seen.clear()
+        cfg = TrainConfig(batch_size=4, max_steps=8, epochs=1, lr=2e-3, lr_warmup=warmup, lr_schedule=schedule, device="cpu")
+        fit(tiny(), x, cfg, progress=False)
+        want = [2e-3 * lr_factor(schedule, s / 8) * (min(1.0, (s + 1) / warmup) if warmup else 1.0) for s in range(8)]
+        assert seen == pytest.approx(want, rel=1e-12), warmup
+
+
 def test_bernoulli_model_trains_with_fit(mnist):
     images = mnist.train_images[:32]
     x = binarize(images)  # what static binarization trains on

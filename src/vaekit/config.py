@@ -89,6 +89,10 @@ class TrainConfig:
         "anneal = constant, then linear to 0 over the last 20%%",
         choices=("constant", "cosine", "anneal"),
     )
+    lr_warmup: int = _f(
+        0, "learning-rate warm-up: the lr rises linearly from lr/N to lr over the first N steps (0: off); at lr >= 1e-3 "
+        "it keeps the assignment's conv encoder from dying (all ReLUs off: 0 active units) in its first steps", min=0,
+    )
     calibrated: bool = _f(
         True, "set log_sig_x to its per-batch optimum 0.5*log(MSE) (Rybkin et al. 2021) instead of learning it"
     )

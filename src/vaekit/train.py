@@ -33,7 +33,7 @@ from .objectives import OBJECTIVES, Objective, Terms
 
 __all__ = [
     "train_vae", "fit", "FitResult", "TrainLoop", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
-    "set_seed", "as_image_tensor", "configure_threads", "kl_beta", "lr_factor",
+    "set_seed", "as_image_tensor", "configure_threads", "kl_beta", "lr_factor", "lr_warmup_factor",
 ]
 
 
@@ -164,6 +164,13 @@ def lr_factor(schedule: str, frac: float) -> float:
     if schedule == "anneal":
         return min(1.0, (1.0 - frac) / ANNEAL_FRACTION)
     return 1.0
+
+
+def lr_warmup_factor(warmup: int, step: int) -> float:
+    """Multiplier of the learning rate at optimizer step ``step`` (0-based): (step + 1) / warmup for the
+    first ``warmup`` steps, then 1 (a linear warm-up, Goyal et al. 2017). Adam's first steps at full lr
+    can switch off every ReLU of a conv encoder for good; rising to it avoids that (benchmarks/README.md)."""
+    return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
 
 
 def _restore_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -365,12 +372,12 @@ class TrainLoop:
     def run_step(self, idx: Tensor, epoch: int) -> None:
         """One optimizer step on the global batch ``idx`` (this process trains its slice of it)."""
         cfg = self.cfg
-        if cfg.lr_schedule != "constant":
+        if cfg.lr_schedule != "constant" or cfg.lr_warmup > 0:
             frac = self.step / self.total  # how far through the run, by steps or by the clock
             if self.budget_s is not None:
                 frac = max(frac, self.elapsed / self.budget_s)
             for g in self.opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, frac)
+                g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, frac) * lr_warmup_factor(cfg.lr_warmup, self.step)
         shard = distributed.BatchShard.of(len(idx))  # this process's slice of the global batch
         x = self.batch(idx, shard)  # [B_local, C, H, W]
         terms, loss = self.forward_backward(x, shard)
