@@ -117,6 +117,11 @@ def save(path, args, rows):
     path.write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=2) + "\n")
 
 
+def load_row(tag, name):
+    """The row saved by ``save(RESULTS / f"{tag}-{name}.json", ...)``."""
+    return json.loads((RESULTS / f"{tag}-{name}.json").read_text())["rows"][0]
+
+
 def run_in_processes(args, names):
     """Each row in its own process pinned to one core, ``args.jobs`` at a time; their rows."""
     argv, cores = sys.argv[1:], sorted(os.sched_getaffinity(0))
@@ -133,7 +138,7 @@ def run_in_processes(args, names):
                 running.remove((name, proc, core))
                 if proc.returncode != 0:
                     raise SystemExit(f"row {name} failed with exit code {proc.returncode}")
-                rows[name] = json.loads((RESULTS / f"{args.tag}-{name}.json").read_text())["rows"][0]  # written by the child
+                rows[name] = load_row(args.tag, name)  # written by the child
     return [rows[name] for name in names]
 
 
@@ -169,7 +174,7 @@ def main() -> None:
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}; {torch.get_num_threads()} threads", flush=True)
     RESULTS.mkdir(exist_ok=True)
     if args.table:
-        rows = [json.loads((RESULTS / f"{args.tag}-{name}.json").read_text())["rows"][0] for name in names]
+        rows = [load_row(args.tag, name) for name in names]
     elif args.jobs > 1 and len(names) > 1:
         rows = run_in_processes(args, names)
     else:

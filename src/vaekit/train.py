@@ -56,8 +56,9 @@ def configure_threads(share: int = 1) -> int:
     except AttributeError:  # macOS, Windows
         n = os.cpu_count() or 1
     n = max(1, n // max(1, share))
-    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() and int(os.environ["OMP_NUM_THREADS"]) >= 1:
-        n = min(n, int(os.environ["OMP_NUM_THREADS"]))
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        n = min(n, int(omp))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
