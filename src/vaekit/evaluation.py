@@ -82,8 +82,8 @@ def _blocks(m: int, size: int) -> Iterator[slice]:
 #: decoded images per forward pass in ``log_likelihood``, whatever k: the memory bound. A pass holds a
 #: few [max_decodes, D] tensors and the decoder's activations: at 2048 on MNIST about 40 MB for the mlp
 #: and 0.6 GB peak RSS in all for the assignment's conv nets (1.5 GB at 8192). On a CPU 2048 is also
-#: faster than 8192 (its tensors need no fresh pages from the OS each pass: 83k against 70k decodes/s
-#: for the mlp on one core, 1,533 against 1,367 for the conv nets); a GPU wants larger passes.
+#: faster than 8192: its tensors need no fresh pages from the OS each pass (benchmarks/eval_pass_size.py:
+#: 1.26x for the mlp on one core, 1.23x for the conv nets); a GPU wants larger passes.
 MAX_DECODES = 8192
 MAX_DECODES_CPU = 2048
 
