@@ -61,11 +61,13 @@ def stand_in(kind: str, K: int = 2, C: int = 1, H: int = 28, W: int = 28, likeli
     (a user's own decoders of those kinds), or "arch:NAME" (vaekit's registered architecture NAME)."""
     torch.manual_seed(seed)
     if kind.startswith("arch:"):
+        from vaekit.architectures import ARCHITECTURES
         from vaekit.config import ModelConfig
-        from vaekit.experiment import build_model
+        from vaekit.model import build_model
 
         name = likelihood if isinstance(likelihood, str) else likelihood.name
-        return build_model(ModelConfig(arch=kind[5:], latent_dim=K, likelihood=name, num_filters=8), (C, H, W))
+        options = ARCHITECTURES.pick_options(kind[5:], {"num_filters": 8})
+        return build_model(ModelConfig(arch=kind[5:], latent_dim=K, likelihood=name, options=options), (C, H, W))
     if kind.startswith("assignment"):
         from vaekit import SimpleVAE
 

@@ -6,13 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import math
+
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+from torch import nn
+from torch.distributions import Bernoulli, Independent, MultivariateNormal, Normal, kl_divergence
 
-from vaekit import SimpleVAE
-from vaekit.objectives import elbo as elbo_objective
+from vaekit import VAE, SimpleVAE
+from vaekit.objectives import make_objective
 
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
@@ -76,7 +79,54 @@ def ref_terms(model, x, n, seed, calibrated=False):
 def model_terms(model, x, n, seed, calibrated=False):
     torch.manual_seed(seed)
     with torch.no_grad():
-        return elbo_objective(model, x, samples=n, calibrated=calibrated)
+        return make_objective("elbo", {"samples": n})(model, x, calibrated=calibrated)
+
+
+# ----------------------------------------------------------------------------- a linear-Gaussian model: log p(x) exactly
+
+
+class Linear(nn.Module):
+    def __init__(self, weight, bias, out_shape=None):
+        super().__init__()
+        self.weight, self.bias, self.out_shape = weight, bias, out_shape
+
+    def forward(self, x):
+        y = x.reshape(x.shape[0], -1) @ self.weight.T + self.bias
+        return y if self.out_shape is None else y.reshape(y.shape[0], *self.out_shape)
+
+
+def linear_gaussian(seed=0, k=2, shape=(1, 2, 3), sigma=0.6, posterior="diagonal"):
+    """x = W z + b + sigma noise; q(z|x) a linear map of x near, but not at, the exact posterior."""
+    g = torch.Generator().manual_seed(seed)
+    d = math.prod(shape)
+    W = torch.randn(d, k, generator=g, dtype=torch.float64)
+    b = torch.randn(d, generator=g, dtype=torch.float64)
+    p = k + 1 if posterior == "isotropic" else 2 * k
+    cov = torch.linalg.inv(torch.eye(k, dtype=torch.float64) + W.T @ W / sigma**2)  # the exact posterior's
+    gain = 0.6 * cov @ W.T / sigma**2  # [K, D], 0.6 x the exact posterior mean's
+    A = torch.cat([gain, torch.zeros(p - k, d, dtype=torch.float64)])  # [P, D]
+    log_s = 0.5 * torch.log(torch.diagonal(cov)) + 0.7  # twice too wide
+    c = torch.cat([-gain @ b, log_s if p == 2 * k else log_s.mean().reshape(1)])
+    model = VAE(Linear(A, c), Linear(W, b, shape), k, posterior=posterior, image_shape=shape).double()
+    with torch.no_grad():
+        model.log_sig_x.fill_(math.log(sigma))
+    x = (torch.randn(8, k, generator=g, dtype=torch.float64) @ W.T + b + sigma * torch.randn(8, d, generator=g, dtype=torch.float64))
+    exact = MultivariateNormal(b, W @ W.T + sigma**2 * torch.eye(d, dtype=torch.float64)).log_prob(x)  # [8]
+    return model, x.reshape(8, *shape), exact
+
+
+def reference_log_w(model, x, z):
+    """log p(x|z) + log p(z) - log q(z|x) for z [B, N, K], with torch.distributions."""
+    phi = model.encoder(x)
+    k = model.latent_dim
+    mu, sig = phi[:, :k], phi[:, k:].exp().expand(-1, k)
+    q = Independent(Normal(mu[:, None], sig[:, None]), 1)
+    prior = Independent(Normal(torch.zeros_like(z), torch.ones_like(z)), 1)
+    out = model.decoder(z.reshape(-1, k)).reshape(*z.shape[:2], -1)
+    px = Independent(Normal(out, model.log_sig_x.exp()), 1)
+    return px.log_prob(x.reshape(x.shape[0], 1, -1)) + prior.log_prob(z) - q.log_prob(z)  # [B, N]
+
+
 
 
 # ----------------------------------------------------------------------------- malicious pickles

@@ -29,10 +29,11 @@ def test_train_writes_the_run_folder(run_dir, capsys):
         assert (run_dir / name).read_bytes()[:8] == PNG_MAGIC
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["train"]["max_steps"] == 3 and cfg["train"]["seed"] == 1
-    assert cfg["model"] == {
-        "arch": "assignment", "latent_dim": 2, "num_filters": 8, "depth": 3, "hidden": "200,200", "activation": None,
-        "likelihood": "gaussian", "posterior": "isotropic",
+    assert cfg["model"] == {  # the chosen parts' options only
+        "arch": "assignment", "latent_dim": 2, "likelihood": "gaussian", "posterior": "isotropic", "prior": "standard-normal",
+        "options": {"num_filters": 8},
     }
+    assert cfg["train"]["options"] == {"samples": 1}
     assert cfg["data"]["train_images"] == 60000 and cfg["data"]["test_images"] == 10000
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1
@@ -72,7 +73,14 @@ def seen(monkeypatch):
 def test_preset_assignment_fills_defaults_and_flags_override(tmp_path, seen):
     assert main(["train", "--preset", "assignment", "--epochs", "3", "--out", str(tmp_path / "r")]) == 0
     cfg = seen["cfg"]
-    assert (cfg.epochs, cfg.batch_size, cfg.samples, cfg.lr, cfg.calibrated) == (3, 256, 10, 1e-3, False)
+    assert (cfg.epochs, cfg.batch_size, cfg.options, cfg.lr, cfg.calibrated) == (3, 256, {"samples": 10}, 1e-3, False)
+
+
+def test_a_presets_option_the_chosen_objective_does_not_take_is_dropped_and_a_flags_refused(tmp_path, seen, capsys):
+    assert main(["train", "--preset", "assignment", "--objective", "iwae", "--iw-samples", "7", "--out", str(tmp_path / "r")]) == 0
+    assert seen["cfg"].options == {"iw_samples": 7}  # the preset's samples=10 is the ELBO's
+    assert main(["train", "--objective", "iwae", "--samples", "3", "--out", str(tmp_path / "s")]) == 2
+    assert "--samples is an option of objective elbo, not of objective iwae (which takes --iw-samples)" in capsys.readouterr().err
 
 
 def test_existing_output_folder_is_refused(run_dir, capsys):

@@ -46,38 +46,82 @@ def _checked(kind: type, meta: dict[str, Any]):
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One flag per dataclass field; every default is None so that we know what was given."""
+def _flag_type(f: dataclasses.Field):
     from .config import field_kind
 
+    kind = field_kind(f)
+    return None if kind is bool else (_checked(kind, f.metadata) if kind is not str else str)
+
+
+def _add_flag(group: Any, f: dataclasses.Field, help_text: str) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    if _flag_type(f) is None:
+        group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    else:
+        choices = f.metadata.get("choices")
+        group.add_argument(
+            flag, dest=f.name, type=_flag_type(f), choices=list(choices) if choices is not None else None, default=None,
+            metavar=None if choices is not None else f.name.upper(), help=help_text,
+        )
+
+
+def _choices_help(reg: Any) -> str:
+    return "; ".join(cls.help() for _, cls in reg.items())
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One flag per dataclass field, and for a config that chooses parts, one per option of its kinds' parts
+    (``--hidden`` of the mlp architecture), each in a group of its kind. Every default is None so that we
+    know what was given."""
     group = parser.add_argument_group(title)
     defaults = cls()
+    parts = getattr(cls, "PARTS", {})
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kind = field_kind(f)
+        if f.name == "options":
+            continue
         help_text = f"{f.metadata.get('help', '')} (default: {getattr(defaults, f.name)})"
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            group.add_argument(
-                flag,
-                dest=f.name,
-                type=_checked(kind, f.metadata) if kind is not str else str,
-                choices=f.metadata.get("choices"),
-                default=None,
-                metavar=None if "choices" in f.metadata else f.name.upper(),
-                help=help_text,
-            )
+        if f.name in parts:
+            help_text = f"{f.metadata.get('help', '')}: {_choices_help(parts[f.name])} (default: {getattr(defaults, f.name)})"
+        _add_flag(group, f, help_text)
+    for field_name, reg in parts.items():
+        options = reg.option_fields()
+        if not options:
+            continue
+        og = parser.add_argument_group(f"{reg.title} options (each applies to the {reg.kind} named before the colon)")
+        for name, (f, owners) in options.items():
+            per_part = []
+            for owner in owners:
+                of = next(x for x in dataclasses.fields(reg[owner].Options) if x.name == name)
+                per_part.append(f"{owner}: {of.metadata.get('help', '')} (default: {of.default})")
+            _add_flag(og, f, "; ".join(per_part))
 
 
 def config_from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] | None = None):
-    """Defaults, then the preset (``base``), then the flags actually given."""
+    """Defaults, then the preset (``base``), then the flags actually given.
+
+    For a config that chooses parts, the options given as flags go to ``options``; a preset's
+    options that the chosen part does not take are dropped (a flag's are refused by validation).
+    """
     values = dict(base or {})
+    given_options: dict[str, Any] = {}
+    parts = getattr(cls, "PARTS", {})
+    option_names = {n for reg in parts.values() for n in reg.option_fields()}
     for f in dataclasses.fields(cls):
         given = getattr(args, f.name, None)
-        if given is not None:
+        if given is not None and f.name != "options":
             values[f.name] = given
-    return cls(**values)
+    for name in sorted(option_names):
+        given = getattr(args, name, None)
+        if given is not None:
+            given_options[name] = given
+    preset_options = {k: values.pop(k) for k in list(values) if k in option_names}
+    cfg = cls(**values)
+    for field_name, reg in parts.items():
+        chosen = getattr(cfg, field_name)
+        if chosen is not None and chosen in reg:
+            preset_options = {k: v for k, v in preset_options.items() if k not in reg.option_fields() or k in reg[chosen].option_names()}
+    cfg.options = {**preset_options, **given_options}
+    return cfg
 
 
 # ----------------------------------------------------------------------------- the parser
@@ -233,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .config import PRESETS, DataConfig, ModelConfig, TrainConfig
+    from .config import PRESETS, DataConfig, ModelConfig, TrainConfig, config_to_dict, validate
     from .experiment import train_run
     from .train import TrainingInterrupted
 
@@ -241,12 +285,9 @@ def _train(args: argparse.Namespace) -> int:
     info = distributed.current()
     if args.resume is not None:
         overridable = {"device"}  # where to continue may change; what to train may not
-        given = [
-            f"--{f.name.replace('_', '-')}"
-            for cls in (ModelConfig, TrainConfig, DataConfig)
-            for f in dataclasses.fields(cls)
-            if getattr(args, f.name) is not None and f.name not in overridable
-        ]
+        flags = [f.name for cls in (ModelConfig, TrainConfig, DataConfig) for f in dataclasses.fields(cls) if f.name != "options"]
+        flags += [n for cls in (ModelConfig, TrainConfig) for reg in cls.PARTS.values() for n in reg.option_fields()]
+        given = [f"--{name.replace('_', '-')}" for name in flags if getattr(args, name, None) is not None and name not in overridable]
         given += [flag for flag, value in (("--out", args.out), ("--preset", args.preset), ("--overwrite", args.overwrite or None)) if value is not None]
         if given:
             raise ValueError(f"--resume continues a run with its saved config; it cannot be combined with {', '.join(given)}")
@@ -261,12 +302,14 @@ def _train(args: argparse.Namespace) -> int:
         model_cfg = config_from_args(ModelConfig, args)
         train_cfg = config_from_args(TrainConfig, args, PRESETS[preset])
         data_cfg = config_from_args(DataConfig, args)
+        validate(model_cfg)  # the chosen parts' options, before anything is loaded
+        validate(train_cfg)
         if train_cfg.time_budget is not None and args.epochs is None:
             train_cfg.epochs = UNTIL_BUDGET  # the budget decides when to stop
         out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
         if main:
             where = f"; {info.world_size} processes ({info.backend}), global batch {train_cfg.batch_size * info.world_size}" if info else ""
-            print(f"vaekit train: preset {preset}, {json.dumps(dataclasses.asdict(train_cfg))}{where}", flush=True)
+            print(f"vaekit train: preset {preset}, {json.dumps(config_to_dict(train_cfg))}{where}", flush=True)
     t0 = time.perf_counter()
     try:
         run = train_run(

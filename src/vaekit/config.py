@@ -2,15 +2,19 @@
 
 The command line is derived from these dataclasses (see ``cli.py``): each field is a
 flag (``batch_size`` -> ``--batch-size``) whose help text is the field's ``help``
-metadata. ``resolve_device`` is the one place where ``device="auto"`` becomes a device, and
-``resolve_precision`` the one place where ``precision="auto"`` becomes fp32 or bf16.
+metadata. A config that chooses parts (``ModelConfig``: an architecture, a likelihood, a
+posterior and a prior; ``TrainConfig``: an objective) holds the chosen parts' own options in
+one dict, ``options`` (``{"hidden": "200,200"}``); each option is a flag too (``--hidden``),
+and config.json records the options of the chosen parts only. ``resolve_device`` is the one
+place where ``device="auto"`` becomes a device, and ``resolve_precision`` the one place where
+``precision="auto"`` becomes fp32 or bf16.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -18,68 +22,136 @@ from .architectures import ACTIVATIONS, ARCHITECTURES
 from .likelihoods import LIKELIHOODS
 from .objectives import OBJECTIVES
 from .posteriors import POSTERIORS
+from .priors import PRIORS
+from .registry import Registry, field_kind, option
+from .registry import validate as validate_fields
 
 __all__ = [
     "ModelConfig", "TrainConfig", "PRESETS", "resolve_device", "resolve_precision", "config_to_dict", "config_from_dict",
+    "field_kind", "validate", "AUTO_ARCHES",
 ]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+_f = option  # the field helper: default, help, bounds
 
 
-def _f(default: Any, help: str, **meta: Any) -> Any:
-    return field(default=default, metadata={"help": help, **meta})
+class PartsConfig:
+    """A config dataclass that chooses parts: ``PARTS`` maps each of its fields that names a part to that
+    kind's registry, and ``options`` holds the chosen parts' options by name.
 
-
-@dataclass
-class ModelConfig:
-    """The VAE: its networks (an architecture and its options), latent size, likelihood and posterior.
-
-    Saved in every run's config.json; ``experiment.build_model`` rebuilds the model from it
-    and the data's image shape.
+    Its constructor also takes the options as keywords, ``ModelConfig(arch="mlp", hidden="300,300")``
+    being ``ModelConfig(arch="mlp", options={"hidden": "300,300"})``; a keyword that is neither a
+    field nor an option of any registered part is a TypeError, as for any dataclass.
     """
+
+    PARTS: ClassVar[dict[str, Registry]] = {}
+    options: dict[str, Any]
+
+    def __init__(self, **kwargs: Any) -> None:
+        opts = dict(kwargs.pop("options", None) or {})
+        names = {f.name for f in dataclasses.fields(self)}
+        takes = {n for reg in self.PARTS.values() for n in reg.option_fields()}
+        for f in dataclasses.fields(self):
+            if f.name == "options":
+                continue
+            if f.name in kwargs:
+                value = kwargs.pop(f.name)
+            elif f.default is not dataclasses.MISSING:
+                value = f.default
+            else:
+                value = f.default_factory()  # type: ignore[misc]
+            setattr(self, f.name, value)
+        for key, value in kwargs.items():
+            if key in names or key not in takes:
+                raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {key!r}")
+            opts[key] = value
+        self.options = opts
+        post = getattr(self, "__post_init__", None)
+        if post is not None:
+            post()
+
+    def part_options(self, field_name: str) -> Any:
+        """The chosen part's options (an ``Options`` dataclass, defaults filled in), validated."""
+        reg = self.PARTS[field_name]
+        name = getattr(self, field_name)
+        return reg.options(name, reg.pick_options(name, self.options))
+
+    def check_options(self) -> None:
+        """Every option given is taken by a chosen part (a part still None takes any of its kind's options)."""
+        if not isinstance(self.options, dict):
+            raise ValueError(f"options must be a dict of option names to values, got {self.options!r}")
+        for key in self.options:
+            owners = [(f, reg) for f, reg in self.PARTS.items() if key in reg.option_fields()]
+            if not owners:
+                raise ValueError(f"{key} is not an option of any {' or '.join(r.kind for r in self.PARTS.values())}")
+            if any(getattr(self, f) is None or key in reg[getattr(self, f)].option_names() for f, reg in owners):
+                continue
+            f, reg = owners[0]
+            chosen = getattr(self, f)
+            parts = ", ".join(reg.option_fields()[key][1])
+            takes = ", ".join(f"--{n.replace('_', '-')}" for n in reg[chosen].option_names()) or "no options"
+            raise ValueError(f"--{key.replace('_', '-')} is an option of {reg.kind} {parts}, not of {reg.kind} {chosen} (which takes {takes})")
+        for f, reg in self.PARTS.items():
+            if getattr(self, f) is not None:
+                self.part_options(f)  # each value's type and bounds
+
+    def recorded_options(self) -> dict[str, Any]:
+        """The options to record: every option of each chosen part (defaults filled in), else as given."""
+        out: dict[str, Any] = {}
+        for f, reg in self.PARTS.items():
+            if getattr(self, f) is None:
+                out.update({k: v for k, v in self.options.items() if k in reg.option_fields()})
+            else:
+                out.update(dataclasses.asdict(self.part_options(f)))
+        return out
+
+
+#: the architectures ``arch=None`` may become (``resolve_arch``)
+AUTO_ARCHES = ("assignment", "conv")
+
+
+@dataclass(init=False)
+class ModelConfig(PartsConfig):
+    """The VAE: its networks (an architecture), latent size, likelihood, posterior and prior, and their options.
+
+    Saved in every run's config.json; ``model.build_model`` rebuilds the model from it and
+    the data's image shape.
+    """
+
+    PARTS: ClassVar[dict[str, Registry]] = {
+        "arch": ARCHITECTURES, "likelihood": LIKELIHOODS, "posterior": POSTERIORS, "prior": PRIORS,
+    }
 
     arch: str | None = _f(
         None,
-        "networks: assignment (the assignment's conv nets), mlp (fully connected), conv (strided convs, any image "
-        "shape); default: assignment for 28x28 single-channel images, conv otherwise",
+        "networks (default: assignment for 28x28 single-channel images, conv otherwise)",
         choices=ARCHITECTURES,  # the registry itself: an architecture added to it is a valid choice
     )
     latent_dim: int = _f(2, "latent dimensionality K", min=1)
-    num_filters: int = _f(32, "assignment and conv: channels of the hidden conv layers (conv: of the first, doubling per layer)", min=1)
-    depth: int = _f(3, "conv: stride-2 conv layers in the encoder, mirrored in the decoder", min=1)
-    hidden: str = _f("200,200", "mlp: hidden layer widths of the encoder, comma-separated (the decoder mirrors them)")
-    activation: str | None = _f(
-        None, "mlp and conv: hidden activation (default: tanh for mlp, relu for conv)", choices=ACTIVATIONS,
-    )
-    likelihood: str = _f(
-        "gaussian",
-        "decoder likelihood: gaussian (scalar sigma_x, the assignment's), bernoulli (logits; for binarized images) "
-        "or continuous-bernoulli (logits; a proper density for grey pixels)",
-        choices=LIKELIHOODS,
-    )
-    posterior: str = _f(
-        "isotropic",
-        "encoder posterior: isotropic (one std, the assignment's) or diagonal (one std per latent dimension)",
-        choices=POSTERIORS,
-    )
+    likelihood: str = _f("gaussian", "decoder likelihood p(x|z)", choices=LIKELIHOODS)
+    posterior: str = _f("isotropic", "encoder posterior q(z|x)", choices=POSTERIORS)
+    prior: str = _f("standard-normal", "prior p(z)", choices=PRIORS)
+    options: dict = field(default_factory=dict, metadata={"help": "the chosen parts' options, by name"})
+
+    def resolved(self, image_shape: tuple[int, int, int]) -> "ModelConfig":
+        """A copy with ``arch`` chosen for these images where it is None: "assignment" for 28x28 grey, else "conv"."""
+        if self.arch is not None:
+            return dataclasses.replace(self, options=dict(self.options))
+        arch = "assignment" if tuple(image_shape) == (1, 28, 28) else "conv"
+        return dataclasses.replace(self, arch=arch, options=dict(self.options))
 
 
-@dataclass
-class TrainConfig:
-    """How a model is trained (the defaults are the 'quick' preset)."""
+@dataclass(init=False)
+class TrainConfig(PartsConfig):
+    """How a model is trained (the defaults are the 'quick' preset), with the objective's options."""
+
+    PARTS: ClassVar[dict[str, Registry]] = {"objective": OBJECTIVES}
 
     dataset: str = _f("mnist", "mnist, fashion-mnist, or a path: a folder of images, a .npy/.npz file, or a folder of the four IDX files")
     epochs: int = _f(4, "passes over the training set", min=1)
     batch_size: int = _f(64, "images per optimizer step", min=1)
-    objective: str = _f(
-        "elbo",
-        "what training maximizes: elbo (with --samples N samples of z; --beta for a beta-VAE) or iwae "
-        "(the importance-weighted bound with --iw-samples k, Burda et al. 2016)",
-        choices=OBJECTIVES,
-    )
-    samples: int = _f(1, "elbo: samples of z per image per step (N)", min=1)
-    iw_samples: int = _f(5, "iwae: importance samples per image per step (k)", min=1)
+    objective: str = _f("elbo", "what training maximizes", choices=OBJECTIVES)
     beta: float = _f(1.0, "weight of the KL term (beta-VAE, Higgins et al. 2017; 1 = the ELBO)", min=0.0)
     kl_warmup: int = _f(0, "KL warm-up: beta rises linearly from 0 to --beta over this many steps (0: off)", min=0)
     lr: float = _f(1.5e-3, "Adam learning rate", gt=0.0)
@@ -125,7 +197,7 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model (faster on CUDA after a warm-up)")
     amp: bool = _f(False, "deprecated: the same as --precision bf16 (kept so that old commands and runs still work)")
     tensorboard: bool = _f(False, "also log scalars and sample grids to RUN_DIR/tensorboard (needs the tensorboard package)")
-
+    options: dict = field(default_factory=dict, metadata={"help": "the objective's options, by name"})
 
     def __post_init__(self) -> None:
         if self.amp is True:  # the deprecated flag: bf16 autocast
@@ -149,32 +221,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-
-
-def field_kind(f: dataclasses.Field) -> type:
-    """The scalar type of a config field: ``int | None`` -> int (every field is int, float, str or bool)."""
-    return {"int": int, "float": float, "str": str, "bool": bool}[str(f.type).split("|")[0].strip()]
-
-
-def validate(cfg: ModelConfig | TrainConfig) -> None:
-    """Check each field's type and bounds against its metadata; raise ValueError naming the field."""
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        optional = "None" in str(f.type)
-        if value is None:
-            if optional:
-                continue
-            raise ValueError(f"{f.name} must not be None")
-        kind = field_kind(f).__name__
-        if not isinstance(value, _TYPES[kind]) or (kind != "bool" and isinstance(value, bool)):
-            raise ValueError(f"{f.name} must be of type {kind}{' or None' if optional else ''}, got {value!r}")
-        if "min" in f.metadata and value < f.metadata["min"]:
-            raise ValueError(f"{f.name} must be >= {f.metadata['min']}, got {value!r}")
-        if "gt" in f.metadata and not value > f.metadata["gt"]:
-            raise ValueError(f"{f.name} must be > {f.metadata['gt']}, got {value!r}")
-        if "choices" in f.metadata and value not in f.metadata["choices"]:
-            raise ValueError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
+def validate(cfg: Any) -> None:
+    """Check each field's type and bounds against its metadata, and a parts config's options against the
+    chosen parts; ValueError naming the field or option."""
+    validate_fields(cfg)
+    if isinstance(cfg, PartsConfig):
+        cfg.check_options()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -301,16 +353,39 @@ def _mps_available() -> bool:
     return bool(backend and backend.is_available())
 
 
-def config_to_dict(cfg: ModelConfig | TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as config.json records it: every field, and for a parts config the chosen parts' options only."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, PartsConfig):
+        out["options"] = cfg.recorded_options()
+    return out
+
+
+#: option fields that earlier versions of vaekit wrote into config.json as plain fields, by config class
+LEGACY_OPTION_FIELDS = {"ModelConfig": ("num_filters", "depth", "hidden", "activation"), "TrainConfig": ("samples", "iw_samples")}
 
 
 def config_from_dict(cls: type, data: dict[str, Any]):
-    """Build a config from a dict, ignoring unknown keys (newer files) and keeping defaults for missing ones."""
+    """Build a config from a dict, ignoring unknown keys (newer files) and keeping defaults for missing ones.
+
+    Runs of earlier versions recorded every architecture's and objective's options as plain fields
+    (``"hidden": "200,200"`` whatever the architecture): those of the chosen part become its options,
+    the others are dropped.
+    """
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in data.items() if k in names}
+    if issubclass(cls, PartsConfig):
+        options = dict(values.pop("options", None) or {})
+        legacy = {k: data[k] for k in LEGACY_OPTION_FIELDS.get(cls.__name__, ()) if k in data and data[k] is not None}
+        for f, reg in cls.PARTS.items():
+            chosen = values.get(f, getattr(cls, "__dataclass_fields__")[f].default)
+            # arch None (runs of vaekit 0.1) becomes one of AUTO_ARCHES: keep what all of them take
+            takes = set.intersection(*(set(reg[a].option_names()) for a in AUTO_ARCHES)) if chosen is None else (
+                set(reg[chosen].option_names()) if chosen in reg else set())
+            options.update({k: v for k, v in legacy.items() if k in takes and k not in options})
+        values["options"] = options
     if cls is TrainConfig:
         if "precision" not in data:  # written before --precision: fp32, or bf16 with "amp": true
             values["precision"] = "bf16" if data.get("amp") is True else "fp32"

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from . import distributed
 from .data import to_float
-from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, log_prob_diag, rsample
+from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, rsample
 from .model import VAE, eval_mode, param_device
-from .objectives import elbo as elbo_objective
+from .objectives import make_objective
 
 __all__ = [
     "evaluate", "evaluate_elbo", "log_likelihood", "importance_log_likelihoods", "latent_stats", "kl_mc_error",
@@ -150,20 +150,17 @@ def importance_log_likelihoods(
             b = flat[0].shape[0]
             with _networks(device, autocast_dtype):
                 phi = model.encode(xs[0][rows].to(device, dtype))
-            mu, log_sig = (t.double() for t in model.posterior.split(phi))  # [b, K], [b, 1 or K]
+            phi64 = phi.double()  # [b, P]: z and its log densities in float64
             totals = [torch.full((b,), -math.inf, dtype=torch.float64, device=device) for _ in xs]  # running logsumexps
             chunk = max(1, max_decodes // b)
             for start in range(0, k, chunk):
                 c = min(chunk, k - start)
-                eps = torch.randn(b, c, mu.shape[1], dtype=dtype, device=device)  # [b, c, K] in the networks' dtype (float32: 4x faster)
-                z = mu[:, None, :] + eps.double() * log_sig.exp()[:, None, :]  # [b, c, K] float64, z ~ q(z|x)
+                eps = torch.randn(b, c, model.latent_dim, dtype=dtype, device=device)  # [b, c, K] in the networks' dtype (float32: 4x faster)
+                z = model.rsample_z(phi64, c, eps.permute(1, 0, 2))  # [b, c, K] float64, z ~ q(z|x)
                 with _networks(device, autocast_dtype):
                     dec = model.decode(z.to(dtype))
                 dec = dec.to(dtype).reshape(b, c, -1)  # [b, c, D] in the parameters' dtype (fp32 under autocast too)
-                log_prior_ratio = (
-                    log_prob_diag(z, torch.zeros_like(z), torch.zeros_like(z[..., :1]))  # log p(z_i)
-                    - log_prob_diag(z, mu[:, None, :], log_sig[:, None, :])  # log q(z_i|x)
-                )  # [b, c] float64
+                log_prior_ratio = model.log_p_z(z) - model.log_q(z, phi64)  # [b, c] float64: log p(z_i) - log q(z_i|x)
                 for i, xf in enumerate(flat):
                     log_px = model.likelihood.log_prob(xf[:, None, :].expand_as(dec), dec, log_sig_x)  # [b, c]
                     log_w = log_px.double() + log_prior_ratio  # [b, c]
@@ -194,6 +191,7 @@ def evaluate_elbo(
         raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
     device, dtype = param_device(model)
     elbo, rec, kl = [], [], []
+    objective = make_objective("elbo", {"samples": n_samples})
     sharded = sharded and distributed.current() is not None
     with eval_mode(model), seeded_rng(seed, device):
         for start in range(0, images.shape[0], batch_size):
@@ -202,7 +200,7 @@ def evaluate_elbo(
             # this process's slice of the noise drawn for the whole batch (all of it in one process)
             eps = shard.draw(lambda b: torch.empty((n_samples, b, model.latent_dim), dtype=dtype, device=device).normal_(), dim=1)
             with _networks(device, autocast_dtype):  # objectives.elbo makes the networks' outputs float32
-                terms = elbo_objective(model, shard.take(x).to(device, dtype), samples=n_samples, eps=eps)  # [b_rank]
+                terms = objective(model, shard.take(x).to(device, dtype), eps=eps)  # [b_rank]
             elbo.append(terms.elbo.double())
             rec.append(terms.rec.double())
             kl.append(terms.kl.double())

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from . import __version__, distributed
-from .architectures import build_networks, count_parameters, flops_per_image
+from .architectures import flops_per_image
 from .checkpoint import (
     CHECKPOINT, CheckpointError, RunLock, TrainState, atomic_write_text, load_checkpoint, load_weights, read_json, save_checkpoint,
 )
@@ -54,12 +54,11 @@ from .explorer import explorer_html
 from .explorer import note_html as explorer_note
 from .gmm import GMM, fit_gmm, load_gmm, save_gmm, standard_normal_log_prob
 from .latents import interpolate, latent_grid, pca, posterior_means, reconstruct
-from .model import VAE, eval_mode, generate_images, param_device
-from .objectives import OBJECTIVES
+from .model import VAE, build_model, describe_model, eval_mode, generate_images, param_device
+from .objectives import make_objective
 from .plots import (
     image_grid, plot_elbo_curve, plot_interpolations, plot_latent_map, plot_latent_scatter, plot_reconstructions, plot_samples,
 )
-from .posteriors import make_posterior
 from .report import read_metrics, write_report
 from .train import fit, set_seed
 
@@ -74,32 +73,7 @@ RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", *FIGURES, "rep
 
 def resolve_arch(model_cfg: ModelConfig, image_shape: tuple[int, int, int]) -> str:
     """``model_cfg.arch``, or the default for these images: "assignment" for 28x28 grey, else "conv"."""
-    if model_cfg.arch is not None:
-        return model_cfg.arch
-    return "assignment" if tuple(image_shape) == (1, 28, 28) else "conv"
-
-
-def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> VAE:
-    """The VAE that ``model_cfg`` describes, for images of shape [C, H, W] (as nanoGPT rebuilds from model_args).
-
-    Raises ValueError (naming the architecture and the shape) if the architecture can't take these images.
-    """
-    cfg = dataclasses.replace(model_cfg, arch=resolve_arch(model_cfg, image_shape))
-    posterior = make_posterior(cfg.posterior)
-    encoder, decoder = build_networks(cfg, image_shape, posterior.num_params(cfg.latent_dim))
-    return VAE(encoder, decoder, cfg.latent_dim, likelihood=cfg.likelihood, posterior=posterior, image_shape=image_shape)
-
-
-def describe_model(model: VAE, arch: str) -> str:
-    """One line: architecture, parameter count and forward FLOPs per image of encoder and decoder."""
-    shape = model.image_shape or (1, 28, 28)
-    enc = flops_per_image(model.encoder, torch.zeros(1, *shape))
-    dec = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
-    return (
-        f"model: arch {arch}, {count_parameters(model) / 1e6:.3f}M parameters, K={model.latent_dim}, "
-        f"{model.posterior.name} posterior, {model.likelihood.name} likelihood; forward FLOPs per image: encoder "
-        f"{enc / 1e6:.2f}M + decoder {dec / 1e6:.2f}M per sample of z"
-    )
+    return model_cfg.resolved(image_shape).arch
 
 
 def split_images(data: ImageData, train_cfg: TrainConfig, split: str = "test") -> Any:
@@ -243,7 +217,7 @@ def _train_run(
     global_batch = train_cfg.batch_size * world
     check_min_images(data, global_batch)
     image_shape = tuple(data.train_uint8.shape[1:])  # [C, H, W]
-    model_cfg.arch = resolve_arch(model_cfg, image_shape)  # recorded in config.json, so load_run rebuilds the same
+    model_cfg = model_cfg.resolved(image_shape)  # the arch is recorded in config.json, so load_run rebuilds the same
     set_seed(train_cfg.seed)
     model = build_model(model_cfg, image_shape)  # before anything is written: a shape the arch can't take fails here
     autocast_dtype, why = resolve_precision(train_cfg.precision, train_device)
@@ -344,8 +318,7 @@ def _train_run(
 
 def objective_name(train_cfg: TrainConfig) -> str:
     """How the training objective is named in metrics: e.g. "elbo", "elbo(beta=4)", "iwae(k=50)"."""
-    objective = OBJECTIVES[train_cfg.objective]
-    name = f"{train_cfg.objective}(k={train_cfg.iw_samples})" if objective.samples_field == "iw_samples" else train_cfg.objective
+    name = make_objective(train_cfg.objective, train_cfg.PARTS["objective"].pick_options(train_cfg.objective, train_cfg.options)).describe()
     if train_cfg.beta != 1.0 or train_cfg.kl_warmup > 0:
         warm = f", warm-up {train_cfg.kl_warmup} steps" if train_cfg.kl_warmup > 0 else ""
         name += f" with beta={train_cfg.beta:g}{warm}"

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "UnsupportedDecoder", "decoder_spec", "explorer_html", "likelihood_name", "script_hashes", "SUPPORTED_LAYERS",
+    "UnsupportedDecoder", "decoder_spec", "explorer_html", "explorer_likelihood", "script_hashes", "SUPPORTED_LAYERS",
     "MAX_POINTS", "MAX_SLIDERS",
 ]
 
@@ -44,7 +44,6 @@ SUPPORTED_LAYERS = (
     "Linear", "Conv2d", "ConvTranspose2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "SiLU", "ELU",
     "Flatten", "Unflatten", "Identity", "Sequential",
 )
-LIKELIHOOD_NAMES = ("gaussian", "bernoulli", "continuous-bernoulli")
 MAX_POINTS = 10_000  # posterior means drawn on the plane (the first ones)
 MAX_SLIDERS = 64
 _JS = Path(__file__).parent / "assets" / "explorer.js"
@@ -188,18 +187,25 @@ def decoder_spec(decoder: nn.Module, latent_dim: int | None = None) -> tuple[lis
     return layers, weights
 
 
-def likelihood_name(model: nn.Module) -> str:
-    """The model's likelihood as one of ``LIKELIHOOD_NAMES`` (a string or an object with ``.name``)."""
+def explorer_likelihood(model: nn.Module) -> Any:
+    """The model's likelihood, which tells the page how to compute E[x|z]: its ``explorer_mean_js`` (a
+    JavaScript function of one decoder output) and ``mean_description``. A likelihood given by name (a
+    string, or an object with only a ``.name``) is looked up in ``LIKELIHOODS``; ``UnsupportedDecoder``
+    if there is none, or it does not say how to compute its mean."""
+    from .likelihoods import LIKELIHOODS
+
     lik = getattr(model, "likelihood", "gaussian")
-    name = lik if isinstance(lik, str) else getattr(lik, "name", None)
-    if not isinstance(name, str):
-        raise UnsupportedDecoder(f"the model's likelihood {lik!r} has no name; the explorer knows {', '.join(LIKELIHOOD_NAMES)}")
-    norm = name.strip().lower().replace("_", "-").replace(" ", "-")
-    if norm in ("cb", "continuous-bernoulli", "continuousbernoulli"):
-        norm = "continuous-bernoulli"
-    if norm not in LIKELIHOOD_NAMES:
-        raise UnsupportedDecoder(f"the explorer does not know the likelihood {name!r} (it knows {', '.join(LIKELIHOOD_NAMES)})")
-    return norm
+    if getattr(lik, "explorer_mean_js", None) is None:
+        name = lik if isinstance(lik, str) else getattr(lik, "name", None)
+        if not isinstance(name, str):
+            raise UnsupportedDecoder(f"the model's likelihood {lik!r} has no name; the explorer knows {', '.join(LIKELIHOODS)}")
+        norm = name.strip().lower().replace("_", "-").replace(" ", "-")
+        if norm not in LIKELIHOODS:
+            raise UnsupportedDecoder(f"the explorer does not know the likelihood {name!r} (it knows {', '.join(LIKELIHOODS)})")
+        lik = LIKELIHOODS[norm]()
+    if not lik.explorer_mean_js:
+        raise UnsupportedDecoder(f"the likelihood {lik.name!r} does not say how to compute its mean in the page (explorer_mean_js)")
+    return lik
 
 
 def latent_dim(model: nn.Module, means: Tensor | None = None) -> int:
@@ -288,7 +294,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
         decoder = getattr(model, "decoder", None)
         if not isinstance(decoder, nn.Module):
             raise UnsupportedDecoder(f"the model ({type(model).__name__}) has no .decoder module")
-        lik = likelihood_name(model)
+        lik = explorer_likelihood(model)
         layers, weights = decoder_spec(decoder, k)
     except UnsupportedDecoder as e:
         return note_html(str(e))
@@ -314,7 +320,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
     out_shape = layers[-1]["out_shape"] if layers else [k]
     data = {
         "K": k,
-        "likelihood": lik,
+        "likelihood": lik.name,
         "out_shape": out_shape,
         "layers": layers,
         "weights": _b64(weights),
@@ -327,7 +333,11 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
         "start": center if k > 2 else [0.0, 0.0],
         "gmm": _gmm_payload(gmm, k),
     }
-    script = "var VAEKIT_EXPLORER_DATA = " + _json_for_script(data) + ";\n" + _JS.read_text(encoding="utf-8")
+    script = (
+        "var VAEKIT_EXPLORER_DATA = " + _json_for_script(data) + ";\n"
+        + "var VAEKIT_MEAN = " + lik.explorer_mean_js + ";\n"  # E[x|z] of one decoder output, from the likelihood
+        + _JS.read_text(encoding="utf-8")
+    )
     if "</script" in script.lower():  # cannot happen with the JSON above; never emit a broken page
         raise AssertionError("the explorer script contains '</script'")
 
@@ -348,11 +358,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
         buttons.append(f'<button type="button" id="vx-sample-gmm">sample from the GMM ({len(gmm.weights)} components)</button>')
     if k > 2:
         buttons.append('<button type="button" id="vx-reset">reset to the mean of the posterior means</button>')
-    lik_text = {
-        "gaussian": "the decoder's output (Gaussian likelihood), clipped to [0, 1] for display",
-        "bernoulli": "sigmoid of the decoder's logits (Bernoulli likelihood)",
-        "continuous-bernoulli": "the continuous Bernoulli mean of sigmoid(logits)",
-    }[lik]
+    lik_text = lik.mean_description
     points_text = f"the posterior means of {means.shape[0]} test images" + (" coloured by label" if lab is not None else "")
     return (
         '<h2 id="explorer">Latent explorer</h2>'

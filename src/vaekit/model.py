@@ -1,30 +1,44 @@
-"""The VAE as parts: an encoder, a decoder, a posterior and a likelihood.
+"""The VAE as parts: an encoder, a decoder, a posterior, a likelihood and a prior.
 
-``VAE(encoder, decoder, latent_dim, likelihood=..., posterior=...)`` composes any pair of
-networks; ``SimpleVAE`` is the assignment's model, the same VAE built from the
-"assignment" architecture, with the assignment's parameter names (``encoder.*``,
-``decoder.*``, ``log_sig_x``), so its state_dicts load unchanged. Objectives (the loss)
-live in ``objectives.py``; the model only knows how to encode, sample and decode.
+``VAE(encoder, decoder, latent_dim, likelihood=..., posterior=..., prior=...)`` composes any pair
+of networks; ``build_model(ModelConfig, image_shape)`` builds it from a config (as nanoGPT
+rebuilds its model from ``model_args``); ``SimpleVAE`` is the assignment's model, the same VAE
+built from the "assignment" architecture, with the assignment's parameter names (``encoder.*``,
+``decoder.*``, ``log_sig_x``), so its state_dicts load unchanged.
+
+The latent-variable model interface, which the objectives (``vaekit.objectives``), the
+importance-sampled log-likelihood and the samplers use, and which any other model (a
+hierarchical VAE, say) implements the same way:
+
+    encode(x) -> phi [B, P]              the posterior's parameters
+    rsample_z(phi, k, eps) -> z [B, k, K]
+    log_q(z, phi) -> [B, k]              log q(z|x)
+    log_p_z(z) -> [B, k]                 log p(z), exact
+    kl(phi) -> [B] or None               KL(q || p) in closed form, where there is one
+    decode(z) -> [B, k, C, H, W]         the likelihood's parameters; mean_image(z): E[x|z]
+    sample_z(n) -> [n, K]                z ~ p(z)
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from types import SimpleNamespace
 from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
-from .architectures import build_networks
+from .architectures import build_networks, count_parameters, flops_per_image
+from .config import ModelConfig
 from .likelihoods import Likelihood, make_likelihood
+from .objectives import make_objective
 from .posteriors import Posterior, make_posterior
+from .priors import Prior, make_prior
 
-__all__ = ["VAE", "SimpleVAE", "generate_images", "param_device", "eval_mode"]
+__all__ = ["VAE", "SimpleVAE", "generate_images", "param_device", "eval_mode", "build_model", "describe_model"]
 
 
 class VAE(nn.Module):
-    """A VAE with prior N(0, I) over z in R^K, from an encoder, a decoder, a posterior and a likelihood.
+    """A VAE over z in R^K from an encoder, a decoder, a posterior, a likelihood and a prior (N(0, I) by default).
 
     Args:
         encoder: images [B, C, H, W] -> the posterior's parameters [B, P] (P = K+1 for the isotropic
@@ -36,6 +50,7 @@ class VAE(nn.Module):
             "continuous-bernoulli", or a ``vaekit.likelihoods.Likelihood``.
         posterior: "isotropic", "diagonal", or a ``vaekit.posteriors.Posterior``.
         image_shape: [C, H, W] of the images, if known (checked on input, used to draw samples).
+        prior: "standard-normal" (N(0, I)), another name in ``vaekit.priors.PRIORS``, or a ``Prior``.
     """
 
     def __init__(
@@ -46,6 +61,7 @@ class VAE(nn.Module):
         likelihood: str | Likelihood = "gaussian",
         posterior: str | Posterior = "isotropic",
         image_shape: tuple[int, int, int] | None = None,
+        prior: str | Prior = "standard-normal",
     ):
         super().__init__()
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
@@ -58,6 +74,8 @@ class VAE(nn.Module):
         self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
         # one decoder log std for all pixels, as in the assignment (frozen and unused without a scale)
         self.log_sig_x = nn.Parameter(torch.zeros(()), requires_grad=self.likelihood.has_scale)
+        # after log_sig_x, so that the parameters (and the optimizer's state) of earlier runs keep their order
+        self.prior = make_prior(prior, latent_dim, self.image_shape)
 
     @property
     def K(self) -> int:
@@ -102,11 +120,32 @@ class VAE(nn.Module):
         """E[x|z] [B, N, C, H, W] for latents [B, N, K]."""
         return self.likelihood.mean(self.decode(samples_z))
 
+    # ---------------------------------------------------------------- the latent-variable model interface
+
+    def rsample_z(self, phi: Tensor, k: int, eps: Tensor | None = None) -> Tensor:
+        """k reparameterized samples z ~ q(z|x) [B, k, K]; ``eps`` [k, B, K] or None (the global RNG)."""
+        return self.posterior.rsample(phi, k, eps)
+
+    def log_q(self, z: Tensor, phi: Tensor) -> Tensor:
+        """log q(z|x) [B, k] for z [B, k, K], in nats."""
+        return self.posterior.log_prob(z, phi)
+
+    def log_p_z(self, z: Tensor) -> Tensor:
+        """log p(z) [B, k] for z [B, k, K], in nats (exact)."""
+        return self.prior.log_prob(z, self)
+
+    def kl(self, phi: Tensor) -> Tensor | None:
+        """KL(q(z|x) || p(z)) [B] in closed form, or None where the prior has none."""
+        return self.prior.kl(self.posterior, phi)
+
+    @torch.no_grad()
+    def sample_z(self, n: int) -> Tensor:
+        """n draws z ~ p(z) [n, K] from the global RNG."""
+        return self.prior.sample(n, self)
+
     def loss(self, x: Tensor, n: int = 1) -> Tensor:
         """Per-image negative ELBO [B] in nats with n samples of z."""
-        from .objectives import elbo
-
-        return elbo(self, x, samples=n).loss
+        return make_objective("elbo", {"samples": n})(self, x).loss
 
     def elbo(self, x: Tensor, n: int = 1) -> Tensor:
         """The ELBO (higher is better), averaged over the batch, in nats per image.
@@ -144,8 +183,7 @@ class SimpleVAE(VAE):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         post = make_posterior(posterior)
-        cfg = SimpleNamespace(arch="assignment", latent_dim=K, num_filters=num_filters)
-        encoder, decoder = build_networks(cfg, (1, image_size, image_size), post.num_params(K))
+        encoder, decoder = build_networks("assignment", {"num_filters": num_filters}, (1, image_size, image_size), K, post.num_params(K))
         super().__init__(encoder, decoder, K, likelihood, post, (1, image_size, image_size))
         self.num_filters = num_filters
         self.image_size = image_size
@@ -180,6 +218,37 @@ def generate_images(vae: VAE, K: int | None = None, n_images: int = 9) -> Tensor
         raise ValueError(f"K={K} does not match the model's latent size K={vae.latent_dim}")
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ValueError(f"n_images must be an int >= 1, got {n_images!r}")
-    device, dtype = param_device(vae)
-    z = torch.randn(n_images, 1, K, device=device, dtype=dtype)  # [X, 1, K]
-    return vae.mean_image(z)[:, 0]  # [X, C, H, W]
+    z = vae.sample_z(n_images)  # [X, K]; for N(0, I) the numbers of randn(X, 1, K)
+    return vae.mean_image(z[:, None, :])[:, 0]  # [X, C, H, W]
+
+
+def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int] = (1, 28, 28)) -> VAE:
+    """The VAE that ``model_cfg`` describes, for images of shape [C, H, W] (as nanoGPT rebuilds from model_args).
+
+    ``arch`` None becomes the default for these images (``ModelConfig.resolved``). Raises ValueError
+    (naming the architecture and the shape) if the architecture can't take these images, or naming
+    the option if an option is not the chosen parts'.
+    """
+    cfg = model_cfg.resolved(image_shape)
+    cfg.check_options()
+    posterior = make_posterior(cfg.posterior, cfg.PARTS["posterior"].pick_options(cfg.posterior, cfg.options))
+    encoder, decoder = build_networks(
+        cfg.arch, cfg.PARTS["arch"].pick_options(cfg.arch, cfg.options), image_shape, cfg.latent_dim,
+        posterior.num_params(cfg.latent_dim),
+    )
+    likelihood = make_likelihood(cfg.likelihood, cfg.PARTS["likelihood"].pick_options(cfg.likelihood, cfg.options))
+    prior = make_prior(cfg.prior, cfg.latent_dim, tuple(image_shape), cfg.PARTS["prior"].pick_options(cfg.prior, cfg.options))
+    return VAE(encoder, decoder, cfg.latent_dim, likelihood=likelihood, posterior=posterior, image_shape=image_shape, prior=prior)
+
+
+def describe_model(model: VAE, arch: str) -> str:
+    """One line: architecture, parameter count and forward FLOPs per image of encoder and decoder."""
+    shape = model.image_shape or (1, 28, 28)
+    enc = flops_per_image(model.encoder, torch.zeros(1, *shape))
+    dec = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
+    prior = "" if model.prior.name == "standard-normal" else f", {model.prior.name} prior"
+    return (
+        f"model: arch {arch}, {count_parameters(model) / 1e6:.3f}M parameters, K={model.latent_dim}, "
+        f"{model.posterior.name} posterior, {model.likelihood.name} likelihood{prior}; forward FLOPs per image: encoder "
+        f"{enc / 1e6:.2f}M + decoder {dec / 1e6:.2f}M per sample of z"
+    )

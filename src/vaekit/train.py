@@ -29,7 +29,7 @@ from .config import TrainConfig, resolve_device, resolve_precision, validate
 from .data import binarize, to_float
 from .datastream import NpyRows
 from .model import VAE
-from .objectives import OBJECTIVES, Objective, Terms
+from .objectives import Objective, Terms, make_objective
 
 __all__ = [
     "train_vae", "fit", "FitResult", "TrainLoop", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
@@ -257,10 +257,10 @@ class TrainLoop:
         if device.type in ("cpu", "cuda"):  # oneDNN / cuDNN convolutions are faster in NHWC
             model.to(memory_format=torch.channels_last)
         model.train()
-        self.objective = OBJECTIVES[cfg.objective]
-        self.n_samples = getattr(cfg, self.objective.samples_field)  # N for the ELBO, k for IWAE
+        self.objective = make_objective(cfg.objective, cfg.PARTS["objective"].pick_options(cfg.objective, cfg.options))
+        self.n_samples = self.objective.samples  # N for the ELBO, k for IWAE
         # the per-step training objective is recorded apart from the ELBO when they differ
-        self.track_objective = cfg.objective != "elbo" or cfg.beta != 1.0 or cfg.kl_warmup > 0
+        self.track_objective = not self.objective.trains_elbo or cfg.beta != 1.0 or cfg.kl_warmup > 0
         step_fn: Any = TrainingModule(model, self.objective)
         if dist_info is not None:
             # static_graph: the same parameters are used every step (log_sig_x not at all with calibrated=True)
@@ -424,7 +424,8 @@ class TrainLoop:
         eps = shard.draw(lambda b: torch.empty((self.n_samples, b, k), device=self.device).normal_(), dim=1)  # [N, B, K]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None):
             terms = self.step_fn(
-                x, samples=self.n_samples, beta=kl_beta(cfg, self.step), calibrated=cfg.calibrated, eps=eps, batch_mean=shard.mean,
+                x, beta=kl_beta(cfg, self.step), calibrated=cfg.calibrated, eps=eps, batch_mean=shard.mean,
+                dataset_size=self.n_img,
             )
         # DDP averages gradients over processes: world / B_global x local sum gives the global batch's mean
         loss = terms.loss.float().sum() / shard.size * self.world
@@ -596,7 +597,7 @@ def train_vae(
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
-        samples=n_samples,
+        options={"samples": n_samples},
         lr=lr,
         lr_schedule="constant",
         calibrated=calibrated,

@@ -1,26 +1,24 @@
-"""Encoder/decoder networks, one file each, found by name in ``ARCHITECTURES``.
+"""Encoder/decoder networks: one file per architecture in this package, each an ``Architecture``
+registered in ``ARCHITECTURES`` (``--arch NAME``), with its own ``Options`` (``--hidden``, ``--depth``...).
 
-An architecture module defines ``NAME`` and ``build(cfg, image_shape, num_params) ->
-(encoder, decoder)``: the encoder maps images [B, C, H, W] to the posterior's parameters
-[B, P] (P = ``num_params``), the decoder maps latents [M, K] to outputs [M, C, H, W].
-``cfg`` is the run's ``ModelConfig`` (``latent_dim`` and the architecture's own options).
-Every module in this package is registered when the package is imported: adding an
-architecture is adding one file here (and its test).
+``Architecture.build(image_shape, latent_dim, num_params) -> (encoder, decoder)``: the encoder
+maps images [B, C, H, W] to the posterior's parameters [B, P] (P = ``num_params``), the decoder
+maps latents [M, K] to outputs [M, C, H, W]. Adding an architecture is adding one file here
+(and its test).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "ACTIVATIONS", "build_networks", "count_parameters", "flops_per_image", "activation"]
+from ..registry import Part, Registry
 
-#: name -> build(cfg, image_shape, num_params) -> (encoder, decoder)
-ARCHITECTURES: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {}
+__all__ = [
+    "Architecture", "ARCHITECTURES", "ACTIVATIONS", "build_networks", "count_parameters", "flops_per_image", "activation",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -31,19 +29,30 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    _module = importlib.import_module(f"{__name__}.{_info.name}")
-    ARCHITECTURES[_module.NAME] = _module.build
+class Architecture(Part):
+    """An encoder and a decoder for images of one shape."""
+
+    def __init__(self, options: object | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def build(self, image_shape: tuple[int, int, int], latent_dim: int, num_params: int) -> tuple[nn.Module, nn.Module]:
+        """(encoder: [B, C, H, W] -> [B, num_params], decoder: [M, latent_dim] -> [M, C, H, W]); a ValueError naming
+        the shape and what to do if this architecture cannot take these images."""
+        raise NotImplementedError
 
 
-def build_networks(cfg: Any, image_shape: tuple[int, int, int], num_params: int) -> tuple[nn.Module, nn.Module]:
-    """The encoder and decoder that ``cfg.arch`` names, for images of shape [C, H, W]."""
-    if cfg.arch not in ARCHITECTURES:
-        raise ValueError(f"arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {cfg.arch!r}")
+ARCHITECTURES: Registry[type[Architecture]] = Registry("arch", Architecture, package=__name__, title="architecture")
+
+
+def build_networks(
+    arch: str, options: dict[str, Any] | None, image_shape: tuple[int, int, int], latent_dim: int, num_params: int,
+) -> tuple[nn.Module, nn.Module]:
+    """The encoder and decoder of the architecture ``arch`` with ``options``, for images of shape [C, H, W]."""
     c, h, w = image_shape
     if min(c, h, w) < 1:
         raise ValueError(f"image shape must be [C, H, W] with positive sizes, got {list(image_shape)}")
-    return ARCHITECTURES[cfg.arch](cfg, (c, h, w), num_params)
+    part = ARCHITECTURES[arch](ARCHITECTURES.options(arch, options))
+    return part.build((c, h, w), latent_dim, num_params)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -7,13 +7,15 @@ The layer indices are the assignment's, so its state_dicts load unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NAME = "assignment"
+from ..registry import option
+from . import ARCHITECTURES, Architecture
+
 KERNEL = 5
 
 
@@ -53,14 +55,27 @@ class AssignmentDecoder(nn.Sequential):
         return F.linear(z, w, bias).view(z.shape[0], s, s, f).permute(0, 3, 1, 2)  # [M, F, S, S]
 
 
-def build(cfg: Any, image_shape: tuple[int, int, int], num_params: int) -> tuple[nn.Module, nn.Module]:
+@ARCHITECTURES.register
+class Assignment(Architecture):
+    """assignment: the assignment's conv nets (two 5x5 convs and a Linear, mirrored), square images >= 9x9"""
+
+    name = "assignment"
+
+    @dataclass
+    class Options:
+        num_filters: int = option(32, "channels of the hidden conv layers", min=1)
+
+    def build(self, image_shape: tuple[int, int, int], latent_dim: int, num_params: int) -> tuple[nn.Module, nn.Module]:
+        return build_assignment(image_shape, latent_dim, num_params, self.options.num_filters)
+
+
+def build_assignment(image_shape: tuple[int, int, int], latent_dim: int, num_params: int, f: int) -> tuple[nn.Module, nn.Module]:
     c, h, w = image_shape
     if h != w or h < 2 * (KERNEL - 1) + 1:
         raise ValueError(
             f"arch assignment needs square images of at least {2 * (KERNEL - 1) + 1}x{2 * (KERNEL - 1) + 1} pixels, "
             f"got {h}x{w}; use --arch conv or --arch mlp"
         )
-    f = cfg.num_filters
     side = h - 2 * (KERNEL - 1)  # 28 -> 20
     encoder = nn.Sequential(
         nn.Conv2d(c, f, KERNEL),  # [B, F, H-4, W-4]
@@ -70,4 +85,4 @@ def build(cfg: Any, image_shape: tuple[int, int, int], num_params: int) -> tuple
         nn.Flatten(),  # [B, F*S*S]
         nn.Linear(f * side * side, num_params),  # [B, P]
     )
-    return encoder, AssignmentDecoder(cfg.latent_dim, f, side, c)
+    return encoder, AssignmentDecoder(latent_dim, f, side, c)

@@ -160,18 +160,8 @@
     }
   }
 
-  // the mean image E[x|z] from the decoder's output
-  function cbMean(l) {  // continuous Bernoulli mean of probability l (as torch.distributions.ContinuousBernoulli)
-    if (l > 0.499 && l < 0.501) { var t = l - 0.5; return 0.5 + (1 / 3 + 16 / 45 * t * t) * t; }
-    return l / (2 * l - 1) + 1 / (Math.log1p(-l) - Math.log(l));
-  }
-  var MEANS = {
-    "gaussian": function (v) { return v; },
-    "bernoulli": sigmoid,
-    "continuous-bernoulli": function (v) { return cbMean(sigmoid(v)); }
-  };
-
-  var K = D.K, shape = D.out_shape, layers = D.layers, meanOf = MEANS[D.likelihood];
+  // the mean image E[x|z] from the decoder's output: the likelihood's own function (VAEKIT_MEAN)
+  var K = D.K, shape = D.out_shape, layers = D.layers, meanOf = VAEKIT_MEAN;
 
   function decode(z) {
     if (!z || z.length !== K) throw new Error("z must have " + K + " numbers, got " + (z ? z.length : z));
@@ -320,7 +310,7 @@
       if (L.weight) L.W = W.subarray(L.weight[0], L.weight[0] + L.weight[1]);
       if (L.bias) L.B = W.subarray(L.bias[0], L.bias[0] + L.bias[1]);
     });
-    if (!meanOf) throw new Error("unknown likelihood " + D.likelihood);
+    if (typeof meanOf !== "function") throw new Error("no mean function for the likelihood " + D.likelihood);
     var points = b64floats(D.points), labels = D.labels;
     center = D.center; dirs = D.dirs; view = D.view; z = D.start.slice();
 
