@@ -69,7 +69,7 @@ from .train import fit, set_seed
 
 __all__ = [
     "train_run", "load_run", "sample_run", "eval_run", "figures_run", "report_run", "write_run_figures",
-    "build_model", "resolve_arch", "describe_model", "split_images", "RUN_FILES", "FIGURES",
+    "build_model", "resolve_arch", "describe_model", "split_images", "fit_batch_to_data", "RUN_FILES", "FIGURES",
 ]
 
 FIGURES = ("elbo_curve.png", "samples.png", "reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png")
