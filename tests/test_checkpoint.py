@@ -19,7 +19,8 @@ import vaekit
 from helpers import mount_tmpfs, pickle_payload, torch_save_payload
 from vaekit import SimpleVAE
 from vaekit.checkpoint import (
-    CHECKPOINT, DIGEST_KEY, CheckpointError, RunLock, RunLockedError, load_checkpoint, load_weights, save_weights,
+    CHECKPOINT, DIGEST_KEY, LOCK_FILE, CheckpointError, RunLock, RunLockedError, atomic_write_bytes, load_checkpoint, load_weights,
+    remove_stale_temp_files, save_weights,
 )
 from vaekit.config import ModelConfig, TrainConfig
 from vaekit.experiment import load_run, train_run
@@ -69,6 +70,7 @@ def test_a_second_writer_is_refused_naming_the_folder_and_the_pid(tmp_path):
         with pytest.raises(RunLockedError, match=f"PID {os.getpid()}"):
             train_run(ModelConfig(num_filters=2), TrainConfig(max_steps=1, batch_size=8), run, overwrite=True, progress=False)
     RunLock(run).acquire().release()  # free again once released
+    assert list(run.iterdir()) == []  # and its file is gone
 
 
 def test_the_lock_dies_with_its_process(tmp_path):
@@ -82,10 +84,66 @@ def test_the_lock_dies_with_its_process(tmp_path):
             RunLock(run).acquire()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        RunLock(run).acquire().release()  # the kernel released it
+        assert (run / LOCK_FILE).read_text().strip() == str(proc.pid)  # a dead holder's file is left behind ...
+        lock = RunLock(run).acquire()  # ... and taken over: the kernel released the lock
+        assert (run / LOCK_FILE).read_text().strip() == str(os.getpid())
+        lock.release()
+        assert not (run / LOCK_FILE).exists()
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_lock_file_removed_as_it_is_opened_is_not_taken(tmp_path, monkeypatch):
+    """B opens the lock file just before its holder A releases (and removes) it: B then locks a removed file. B must
+    see that and lock the path's new file, so that C, coming next, is refused: never two writers."""
+    run = tmp_path / "run"
+    run.mkdir()
+    a = RunLock(run).acquire()
+    real_open = os.open
+    opened = []
+
+    def open_then_a_releases(path, *args, **kwargs):
+        fd = real_open(path, *args, **kwargs)
+        if Path(path) == run / LOCK_FILE and not opened:
+            opened.append(os.fstat(fd).st_ino)
+            a.release()  # A ends between B's open and B's flock
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_a_releases)
+    b = RunLock(run).acquire()
+    monkeypatch.setattr(os, "open", real_open)
+    assert opened, "the race was not staged"
+    assert os.stat(run / LOCK_FILE).st_ino == os.fstat(b._fd).st_ino  # B holds the file the path names
+    with pytest.raises(RunLockedError, match=f"PID {os.getpid()}"):
+        RunLock(run).acquire()  # C
+    b.release()
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_stale_temp_files_are_atomic_writes_of_the_given_names_only(tmp_path):
+    """The names atomic_write gives its temporary files (made by the same mkstemp call) are removed for the
+    given file names; a user's files and near misses are not."""
+    import tempfile
+
+    stale = [Path(tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=tmp_path)[1])
+             for name in ("checkpoint.safetensors", "checkpoint.safetensors", "metrics.jsonl", "config.json")]
+    keep = [".checkpoint.safetensors.tmp", ".checkpoint.safetensors.abc1234.tmp", ".checkpoint.safetensors.abcd12345.tmp",
+            ".checkpoint.safetensors.ABCD1234.tmp", "checkpoint.safetensors.abcd1234.tmp", ".checkpoint.safetensors.abcd1234.tmp~",
+            ".checkpoint.safetensors.abcd-234.tmp", ".photo.png.abcd1234.tmp", ".config.jsonx.abcd1234.tmp", "config.json", "notes.tmp"]
+    for name in keep:
+        (tmp_path / name).write_text("keep")
+    (tmp_path / ".model.safetensors.abcd1234.tmp").mkdir()  # not a file
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep")
+    (tmp_path / ".report.html.abcd1234.tmp").symlink_to(target)  # not atomic_write's: it makes plain files
+    names = {"checkpoint.safetensors", "metrics.jsonl", "config.json", "model.safetensors", "report.html"}
+    assert remove_stale_temp_files(tmp_path, names) == sorted(stale)
+    assert not any(p.exists() for p in stale)
+    assert all((tmp_path / name).read_text() == "keep" for name in keep) and target.read_text() == "keep"
+    assert (tmp_path / ".model.safetensors.abcd1234.tmp").is_dir() and (tmp_path / ".report.html.abcd1234.tmp").is_symlink()
+    atomic_write_bytes(tmp_path / "config.json", b"{}")  # the pattern is atomic_write's own: a finished write leaves none
+    assert remove_stale_temp_files(tmp_path, names) == []
 
 
 def test_overwrite_while_another_run_trains_is_refused_and_leaves_its_files(tmp_path, tiny_dataset_dir):

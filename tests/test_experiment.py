@@ -205,16 +205,6 @@ def test_read_only_output_folder_is_refused_up_front(tmp_path, capsys):
     assert str(ro / "run") in err and "Read-only" in err and "Traceback" not in err
 
 
-def test_batch_larger_than_the_data_is_refused_before_writing(tiny_dataset_dir, tmp_path, capsys):
-    from vaekit.cli import main
-
-    out = tmp_path / "run"
-    assert main(["train", "--dataset", str(tiny_dataset_dir), "--batch-size", "1000", "--out", str(out), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "fewer than one batch of 1000" in err and "256 training images" in err and "--batch-size" in err
-    assert not out.exists()
-
-
 def test_resume_of_a_finished_run_redraws_missing_figures_and_takes_device(uninterrupted, capsys):
     from vaekit.cli import main
 

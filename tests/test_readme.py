@@ -31,3 +31,13 @@ def test_readme_python_example_runs(capsys):
     assert namespace["ll"].shape == (100,) and namespace["ll"].dtype == torch.float64
     assert namespace["result"]["log_likelihood"] >= namespace["result"]["elbo"] - 3 * namespace["result"]["elbo_se"]
     assert "active units" in out and "my VAE: ELBO" in out
+
+
+def test_readme_code_fences_stand_on_lines_of_their_own():
+    """A fence with text after it (e.g. "``` `--tensorboard` also ...") does not close its block on GitHub: the rest
+    of the section would render as code. Every fence is a line of its own (with a language when it opens), and they pair up."""
+    fences = [(number, line) for number, line in enumerate(README.read_text().splitlines(), start=1) if "```" in line]
+    bad = [(number, line) for number, line in fences if not re.fullmatch(r"```[\w+-]*", line)]
+    assert not bad, bad
+    closing = fences[1::2]
+    assert len(fences) % 2 == 0 and all(line == "```" for _, line in closing), closing

@@ -289,3 +289,42 @@ def test_report_names_the_datas_source_split_and_skipped_files(tmp_path, pngs):
     for needle in ("/photos, 32×32 images, 3 channels (90 train, 10 test)", "image-folder (/photos)",
                    "seeded, test fraction 0.1, seed 0", "2: a/broken.png, b/<notes>.png"):
         assert needle in page.text, needle
+
+
+def test_nested_config_values_read_as_tables_not_json(tmp_path, pngs):
+    """The dataset's info (a JSON object) is a nested key/value table; lists are their items, long ones cut with the count."""
+    config = json.loads(json.dumps(CONFIG))
+    files = [f"bad/{i:02d}.png" for i in range(25)]
+    config["data"]["info"] = {"source": "image-folder", "class_labels": {"cats": 0, "dogs": 1}, "image_size": [25, 25],
+                              "skipped_files": files, "classes": None, "labelled": True, "note": INJECTED, "empty": {}, "none": []}
+    config["precision"] = {"used": "fp32", "reason": "auto"}
+    html = build_report(make_run(tmp_path / "run", pngs, config=config))
+    assert INJECTED not in html and '{"' not in html and "&quot;source&quot;" not in html  # no raw JSON, escaped or not
+    text = Page(html).text
+    for needle in ("info source image-folder class_labels cats 0 dogs 1 image_size 25, 25 skipped_files "
+                   + ", ".join(files[:20]) + " … (25 in all) classes — labelled true note " + INJECTED + " empty — none none",
+                   "precision used fp32 reason auto"):
+        assert needle in text, needle
+    # the info cell holds a table of its own, a row per key, and class_labels one in it
+    assert "<th>info</th><td><table><tbody><tr><th>source</th><td>image-folder</td></tr>" in html
+    assert "<th>class_labels</th><td><table><tbody><tr><th>cats</th><td>0</td></tr>" in html
+
+
+def test_notes_are_shown_with_the_figures_and_in_the_summary(tmp_path, pngs):
+    config = dict(CONFIG, notes=["batch size 64 is larger than the 36 training images; training on all 36 as one batch"])
+    run = make_run(tmp_path / "run", {}, config=config)  # no figures at all
+    note = "interpolations.png skipped: an interpolation needs a pair of test images; the test set has 1 <img>"
+    html = build_report(run, notes=[note])
+    page = Page(html)
+    assert "<img>" not in html and note in page.text
+    assert page.headings["h2"].index("Figures") > page.headings["h2"].index("Summary")
+    assert html.index(_html_escape(note)) > html.index('<h2 id="figures">')
+    assert '<a href="#figures">' in html  # reachable from the contents
+    assert "note batch size 64 is larger than the 36 training images; training on all 36 as one batch" in page.text
+    assert "<h2 id=\"figures\">" not in build_report(run)  # no figures and no notes: no section
+
+
+def _html_escape(text):
+    import html
+
+    return html.escape(text, quote=True)

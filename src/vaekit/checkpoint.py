@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Collection
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "save_weights", "load_weights", "read_json",
     "TrainState", "capture_rng", "restore_rng", "state_to_tensors", "state_from_tensors",
     "save_checkpoint", "load_checkpoint", "CHECKPOINT", "CHECKPOINT_FORMAT", "RunLock", "RunLockedError", "DIGEST_KEY",
+    "remove_stale_temp_files",
 ]
 
 #: metadata key of the SHA-256 (hex) of a safetensors file's tensor bytes
@@ -71,6 +73,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         pass
     finally:
         os.close(dir_fd)
+
+
+#: the temporary name ``atomic_write`` gives ``.NAME.XXXXXXXX.tmp`` (``tempfile.mkstemp``: 8 of [a-z0-9_])
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, names: Collection[str]) -> list[Path]:
+    """Remove the temporary files that ``atomic_write`` of a file in ``names`` left in ``folder`` when a
+    kill interrupted it (``.NAME.XXXXXXXX.tmp``); returns their paths, sorted. Nothing else is touched.
+
+    Call it only while no other process can be writing those files (under the folder's ``RunLock``).
+    """
+    removed = []
+    for path in sorted(Path(folder).iterdir()):
+        match = _TEMP_NAME.fullmatch(path.name)
+        if match and match["name"] in names and path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -291,9 +315,16 @@ LOCK_FILE = ".vaekit.lock"
 class RunLock:
     """An exclusive OS advisory lock (flock) on ``RUN_DIR/.vaekit.lock`` while a process writes the folder.
 
-    The kernel releases it when the process dies, however it dies. A second writer gets a
-    ``RunLockedError`` naming the folder and the PID holding it. Where flock does not exist
-    (Windows) the lock is a no-op.
+    The kernel releases it when the process dies, however it dies, so a later writer takes
+    over from a dead one (its lock file is left behind; taking it over reuses it). A second
+    writer while the holder lives gets a ``RunLockedError`` naming the folder and the PID
+    holding it. ``release`` removes the lock file, so a finished run folder holds none.
+    Where flock does not exist (Windows) the lock is a no-op.
+
+    Removing the file on release races with a process that opened it just before: that
+    process could lock the removed file while a third creates and locks a new one. So the
+    holder removes the file while it still holds the lock, and ``acquire``, once it holds the
+    lock, checks that the path still names the file it locked, and starts over if not.
     """
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -305,25 +336,43 @@ class RunLock:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            finally:
-                os.close(fd)
-            raise RunLockedError(
-                f"run folder {self.path.parent} is in use by another vaekit process (PID {holder}); wait for it to "
-                "finish or stop it, or choose another --out"
-            ) from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                raise RunLockedError(
+                    f"run folder {self.path.parent} is in use by another vaekit process (PID {holder}); wait for it to "
+                    "finish or stop it, or choose another --out"
+                ) from None
+            if self._names(fd):
+                break
+            os.close(fd)  # its holder removed it as we opened it: lock the path's new file instead
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
+    def _names(self, fd: int) -> bool:
+        """Whether ``self.path`` is the file open as ``fd`` (not removed, nor replaced by another)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
     def release(self) -> None:
         if self._fd is not None:
+            try:
+                if self._names(self._fd):
+                    os.unlink(self.path)  # while still locked: whoever opened it retries on the path (see acquire)
+            except OSError:
+                pass  # a folder that became read-only, say: a lock file left behind is taken over next time
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -331,10 +332,9 @@ def _train(args: argparse.Namespace) -> int:
     print(f"done in {time.perf_counter() - t0:.0f} s")
     if last:
         sigma = f", sigma_x {last['sigma_x']:.4f}" if last.get("sigma_x") is not None else ""
-        print(
-            f"epoch {last['epoch']}: test ELBO {last['test_elbo']:.1f} +- {last['test_elbo_se']:.1f} nats per image, "
-            f"train ELBO {last['train_elbo']:.1f}{sigma}"
-        )
+        se = last.get("test_elbo_se")
+        pm = f" +- {se:.1f}" if isinstance(se, (int, float)) and math.isfinite(se) else ""  # no SE from one test image
+        print(f"epoch {last['epoch']}: test ELBO {last['test_elbo']:.1f}{pm} nats per image, train ELBO {last['train_elbo']:.1f}{sigma}")
     print(f"run folder: {run.resolve()}")
     for name in sorted(p.name for p in run.iterdir() if not p.name.startswith(".")):
         print(f"  {name}")

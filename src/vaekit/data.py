@@ -733,10 +733,20 @@ def export_png(data: ImageData | str, folder: str | os.PathLike, **kwargs) -> pa
     return export(data, folder, **kwargs)
 
 
-def check_min_images(data: ImageData, batch_size: int) -> None:
-    """Raise :class:`DatasetError` if ``data`` has fewer training images than one batch."""
+def check_min_images(data: ImageData, batch_size: int, processes: int = 1) -> None:
+    """Raise :class:`DatasetError` if ``data`` has fewer training images than one batch.
+
+    ``batch_size`` is the global batch: ``processes`` data-parallel processes of
+    ``batch_size // processes`` images each (the message then says so).
+    """
     n = len(data.train_uint8)
     if n < batch_size:
+        if processes > 1:
+            raise DatasetError(
+                f"dataset {data.name} has {n} training images, fewer than one global batch of {batch_size} "
+                f"(--batch-size {batch_size // processes} x {processes} processes); lower --batch-size to at most "
+                f"{max(1, n // processes)}, use fewer processes or add images"
+            )
         raise DatasetError(
             f"dataset {data.name} has {n} training images, fewer than one batch of {batch_size}; "
             f"lower --batch-size to at most {n} or add images"

@@ -31,18 +31,22 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from . import __version__, distributed
 from .architectures import flops_per_image
 from .checkpoint import (
-    CHECKPOINT, CheckpointError, RunLock, TrainState, atomic_write_text, load_checkpoint, load_weights, read_json, save_checkpoint,
+    CHECKPOINT, CheckpointError, RunLock, TrainState, atomic_write_text, load_checkpoint, load_weights, read_json,
+    remove_stale_temp_files, save_checkpoint,
 )
 from .config import (
     DataConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, resolve_precision, validate,
@@ -64,7 +68,7 @@ from .train import fit, set_seed
 
 __all__ = [
     "train_run", "load_run", "sample_run", "eval_run", "figures_run", "report_run", "write_run_figures",
-    "build_model", "resolve_arch", "describe_model", "split_images", "RUN_FILES", "FIGURES",
+    "build_model", "resolve_arch", "describe_model", "split_images", "fit_batch_to_data", "RUN_FILES", "FIGURES",
 ]
 
 FIGURES = ("elbo_curve.png", "samples.png", "reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png")
@@ -171,7 +175,14 @@ def train_run(
     bad files; ``DataConfig()`` by default). With ``resume=True`` the configs come from
     ``out_dir/config.json`` (pass None) and training continues from
     ``out_dir/checkpoint.safetensors``; ``device`` may move it. The process holds the
-    folder's lock (``checkpoint.RunLock``) while it writes there.
+    folder's lock (``checkpoint.RunLock``) while it writes there, and first removes the
+    temporary files of saves that a kill interrupted (``remove_stale_temp_files``).
+
+    A ``batch_size`` larger than the training set trains on the whole set as one batch
+    (one process; a note says so, and config.json records the batch used and the note);
+    a data-parallel run whose global batch is larger is refused. A figure that cannot
+    be drawn is skipped with a note (``write_run_figures``); the model, metrics and
+    report are written regardless.
     """
     out = Path(out_dir)
     dist_info = distributed.current()
@@ -181,7 +192,7 @@ def train_run(
             if not out.is_dir():
                 raise CheckpointError(f"cannot resume: run folder {out} does not exist")
             if main:
-                stack.enter_context(RunLock(out))
+                _lock_run_folder(out, stack)
         else:
             assert model_cfg is not None and train_cfg is not None
             validate(model_cfg)
@@ -192,30 +203,66 @@ def train_run(
         )
 
 
+#: what training writes in a run folder (under its lock): their interrupted saves' temporary files are removed
+TRAINING_FILES = frozenset(RUN_FILES)
+
+
+def _lock_run_folder(out: Path, stack: contextlib.ExitStack) -> None:
+    """Take the run folder's lock until the run ends (``stack``), then remove the temporary files that
+    saves interrupted by a kill left there: only ``atomic_write``'s of the files training writes."""
+    stack.enter_context(RunLock(out))
+    removed = remove_stale_temp_files(out, TRAINING_FILES)
+    if removed:
+        names = ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else "")
+        print(f"note: removed {len(removed)} temporary file{'s' * (len(removed) > 1)} that interrupted saves left in {out} "
+              f"({names})", flush=True)
+
+
+def fit_batch_to_data(train_cfg: TrainConfig, n_train: int, world: int = 1) -> str | None:
+    """A batch larger than the ``n_train`` training images becomes the whole set (one process): sets
+    ``train_cfg.batch_size`` and returns the note that says so; None when nothing changes. A data-parallel
+    run is left as it is (``check_min_images`` refuses it: each process needs its own share of a batch)."""
+    if world != 1 or train_cfg.batch_size <= n_train:
+        return None
+    note = (f"batch size {train_cfg.batch_size} is larger than the {n_train} training images; "
+            f"training on all {n_train} as one batch")
+    train_cfg.batch_size = n_train
+    return note
+
+
+def _read_resume(out: Path, device: str | None, main: bool) -> tuple[Any, ...]:
+    """A run folder's configs and checkpoint: (meta, model_cfg, train_cfg, data_cfg, model state_dict, TrainState, rows)."""
+    meta = read_json(out / "config.json")
+    model_cfg = _config_section(out, meta, "model", ModelConfig)
+    train_cfg = _config_section(out, meta, "train", TrainConfig)
+    data_cfg = run_data_config(out, meta)
+    if device is not None:
+        train_cfg.device = device
+    model_sd, state, rows = load_checkpoint(out)
+    if state.finished and main:
+        print(f"the run in {out} already finished ({state.step} steps); nothing to resume")
+    return meta, model_cfg, train_cfg, data_cfg, model_sd, state, rows
+
+
 def _train_run(
     model_cfg: ModelConfig | None, train_cfg: TrainConfig | None, data_cfg: DataConfig, out: Path, stack: contextlib.ExitStack, *,
     overwrite: bool, progress: bool, resume: bool, device: str | None,
 ) -> Path:
-    state, rows, model_sd = None, [], None
+    state, rows, model_sd, notes = None, [], None, []
     dist_info = distributed.current()
     world = 1 if dist_info is None else dist_info.world_size
     main = dist_info is None or dist_info.is_main
     if resume:
-        meta = read_json(out / "config.json")
-        model_cfg = _config_section(out, meta, "model", ModelConfig)
-        train_cfg = _config_section(out, meta, "train", TrainConfig)
-        data_cfg = run_data_config(out, meta)
-        if device is not None:
-            train_cfg.device = device
-        model_sd, state, rows = load_checkpoint(out)
-        if state.finished and main:
-            print(f"the run in {out} already finished ({state.step} steps); nothing to resume")
+        meta, model_cfg, train_cfg, data_cfg, model_sd, state, rows = _read_resume(out, device, main)
     assert model_cfg is not None and train_cfg is not None
     train_device = resolve_device(train_cfg.device)  # fail early on an unavailable device
 
     data = load_dataset(train_cfg.dataset, config=data_cfg, progress=progress and main)
+    if not resume and (note := fit_batch_to_data(train_cfg, len(data.train_uint8), world)) is not None:
+        notes.append(note)  # config.json records the batch used, so a resume trains the same
+        print(f"note: {note}", flush=True)
     global_batch = train_cfg.batch_size * world
-    check_min_images(data, global_batch)
+    check_min_images(data, global_batch, world)
     image_shape = tuple(data.train_uint8.shape[1:])  # [C, H, W]
     model_cfg = model_cfg.resolved(image_shape)  # the arch is recorded in config.json, so load_run rebuilds the same
     set_seed(train_cfg.seed)
@@ -233,7 +280,7 @@ def _train_run(
 
         def make_out_dir() -> None:
             _make_out_dir(out)
-            stack.enter_context(RunLock(out))  # before anything in the folder changes
+            _lock_run_folder(out, stack)  # before anything in the folder changes
             (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
 
         distributed.run_on_main(make_out_dir)
@@ -245,54 +292,13 @@ def _train_run(
         except RuntimeError as e:
             raise CheckpointError(f"{out / CHECKPOINT}: the model weights do not fit config.json: {e}") from None
     else:
-        meta = {
-            "vaekit_version": __version__,
-            "model": config_to_dict(model_cfg),
-            "train": config_to_dict(train_cfg),
-            "data_config": config_to_dict(data_cfg),
-            "data": {
-                "name": data.name, "image_size": image_shape[-1], "image_shape": list(image_shape),
-                "train_images": len(data.train_uint8), "test_images": len(data.test_uint8),
-                "info": _json_safe(data.info),
-            },
-            "device": str(train_device),
-            "precision": {"used": precision, "reason": why},
-            "torch_version": torch.__version__,
-            "python_version": platform.python_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        meta = _run_meta(model_cfg, train_cfg, data_cfg, data, train_device, (precision, why), notes)
         if dist_info is not None:
             meta["distributed"] = {"world_size": world, "backend": dist_info.backend, "global_batch_size": global_batch}
         if main:
             atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
 
-    def on_epoch_end(epoch: int, stats: dict[str, Any]) -> None:
-        # before the last epoch a cheaper monitor (a subset, fewer samples of z); the last row is the full evaluation
-        final = bool(stats.get("final", True))
-        images = test_images if final else monitor_subset(test_images, train_cfg.monitor_images)
-        n_samples = train_cfg.eval_samples if final else train_cfg.monitor_samples
-        test = evaluate_elbo(model, images, n_samples=n_samples, seed=train_cfg.seed, sharded=True, autocast_dtype=autocast_dtype)
-        row = {
-            "epoch": epoch + 1,
-            "steps": stats["steps"],
-            "train_elbo": stats["train_elbo"],
-            "test_elbo": test["elbo"],
-            "test_elbo_se": test["elbo_se"],
-            "test_rec": test["rec"],
-            "test_kl": test["kl"],
-            "test_images": len(images),
-            "test_samples": n_samples,
-            "precision": stats.get("precision", precision),
-            "sigma_x": stats["sigma_x"] if model.likelihood.has_scale else None,
-            "skipped_nonfinite": stats["skipped"],
-            "seconds": stats["seconds"],
-        }
-        if "train_objective" in stats:  # a beta-weighted or IWAE loss, under its own name
-            row["train_objective"] = stats["train_objective"]
-            row["objective"] = objective_name(train_cfg)
-        rows.append(row)
-        if tensorboard is not None:
-            _tensorboard_epoch(tensorboard, model, rows[-1], train_cfg.seed)
+    on_epoch_end = _epoch_hook(model, train_cfg, test_images, rows, (precision, autocast_dtype), tensorboard)
 
     def on_checkpoint(st: TrainState) -> None:
         if main:  # the other ranks hold the same state; they go on and wait at the next collective
@@ -311,9 +317,74 @@ def _train_run(
         tensorboard.close()
     if not main:
         return out
-    write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch)
-    report_run(out, model=model, data=data)
+    figure_notes: list[str] = []  # the model and metrics are saved; no figure may keep the report from being written
+    write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch, notes=figure_notes)
+    report_run(out, model=model, data=data, notes=figure_notes)
     return out
+
+
+def _run_meta(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data: ImageData, device: torch.device,
+    precision: tuple[str, str], notes: list[str],
+) -> dict[str, Any]:
+    """What config.json holds: the configs, the dataset, device, precision (used, why), versions, time and notes."""
+    image_shape = list(data.train_uint8.shape[1:])  # [C, H, W]
+    meta = {
+        "vaekit_version": __version__,
+        "model": config_to_dict(model_cfg),
+        "train": config_to_dict(train_cfg),
+        "data_config": config_to_dict(data_cfg),
+        "data": {
+            "name": data.name, "image_size": image_shape[-1], "image_shape": image_shape,
+            "train_images": len(data.train_uint8), "test_images": len(data.test_uint8),
+            "info": _json_safe(data.info),
+        },
+        "device": str(device),
+        "precision": {"used": precision[0], "reason": precision[1]},
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if notes:
+        meta["notes"] = list(notes)
+    return meta
+
+
+def _epoch_hook(
+    model: VAE, train_cfg: TrainConfig, test_images: Any, rows: list[dict[str, Any]], precision: tuple[str, torch.dtype | None],
+    tensorboard: Any,
+) -> Callable[[int, dict[str, Any]], None]:
+    """``fit``'s on_epoch_end: evaluate on the test set and append the epoch's row of metrics to ``rows``."""
+
+    def on_epoch_end(epoch: int, stats: dict[str, Any]) -> None:
+        # before the last epoch a cheaper monitor (a subset, fewer samples of z); the last row is the full evaluation
+        final = bool(stats.get("final", True))
+        images = test_images if final else monitor_subset(test_images, train_cfg.monitor_images)
+        n_samples = train_cfg.eval_samples if final else train_cfg.monitor_samples
+        test = evaluate_elbo(model, images, n_samples=n_samples, seed=train_cfg.seed, sharded=True, autocast_dtype=precision[1])
+        row = {
+            "epoch": epoch + 1,
+            "steps": stats["steps"],
+            "train_elbo": stats["train_elbo"],
+            "test_elbo": test["elbo"],
+            "test_elbo_se": test["elbo_se"],
+            "test_rec": test["rec"],
+            "test_kl": test["kl"],
+            "test_images": len(images),
+            "test_samples": n_samples,
+            "precision": stats.get("precision", precision[0]),
+            "sigma_x": stats["sigma_x"] if model.likelihood.has_scale else None,
+            "skipped_nonfinite": stats["skipped"],
+            "seconds": stats["seconds"],
+        }
+        if "train_objective" in stats:  # a beta-weighted or IWAE loss, under its own name
+            row["train_objective"] = stats["train_objective"]
+            row["objective"] = objective_name(train_cfg)
+        rows.append(row)
+        if tensorboard is not None:
+            _tensorboard_epoch(tensorboard, model, rows[-1], train_cfg.seed)
+
+    return on_epoch_end
 
 
 def objective_name(train_cfg: TrainConfig) -> str:
@@ -327,46 +398,107 @@ def objective_name(train_cfg: TrainConfig) -> str:
 
 def write_run_figures(
     model: VAE, data: ImageData, train_cfg: TrainConfig, out: Path, rows: list[dict[str, Any]], batch_elbos: list[float] | None,
-    global_batch: int | None = None,
+    global_batch: int | None = None, *, notes: list[str] | None = None,
 ) -> list[Path]:
     """Draw a run's figures into ``out``; returns their paths.
 
     elbo_curve.png (per-step train ELBO, per-epoch train and test; skipped without a
-    history), samples.png (64 draws from the prior), reconstructions.png (16 test images
-    and their reconstructions), latent_map.png (decoded grid: the prior's quantiles for
-    K=2, the two principal directions of the test posterior means for K>2),
-    latent_scatter.png (test posterior means coloured by label, PCA for K>2) and
-    interpolations.png (8 pairs of test images, 10 steps). Deterministic given the seed.
+    history), samples.png (64 draws from the prior), reconstructions.png (16 test images,
+    or all of a smaller test set, and their reconstructions), latent_map.png (decoded grid:
+    the prior's quantiles for K=2, the two principal directions of the test posterior means
+    for K>2, which needs 3 test images), latent_scatter.png (test posterior means coloured
+    by label, PCA for K>2) and interpolations.png (8 pairs of test images, or as many as a
+    smaller test set has, 10 steps). Deterministic given the seed.
     ``global_batch``: images per optimizer step (batch_size x processes; default batch_size).
+
+    A figure that cannot be drawn (too few test images, or an error) is skipped, never the
+    rest: one line on stderr names it and says why, the same line is appended to ``notes``
+    (for the report), and an older file of its name is removed, so that no figure of
+    another run is left in its place.
     """
     device = next(model.parameters()).device
     test = split_images(data, train_cfg, "test")
-    written = []
+    m = len(test)  # test images
+    written: list[Path] = []
+    notes = [] if notes is None else notes
+    cache: dict[str, Tensor] = {}
+
+    def draw(name: str, fn: Callable[[Path], None]) -> None:
+        if _draw_figure(out / name, fn, notes):
+            written.append(out / name)
+
+    def means() -> Tensor:  # [M, K] the test set's posterior means, computed once
+        if "means" not in cache:
+            cache["means"] = posterior_means(model, test)
+        return cache["means"]
+
     if batch_elbos:
         steps_per_epoch = math.ceil(len(data.train_uint8) / (global_batch or train_cfg.batch_size))
-        plot_elbo_curve(batch_elbos, out / "elbo_curve.png", rows, steps_per_epoch)
-        written.append(out / "elbo_curve.png")
+        draw("elbo_curve.png", lambda p: plot_elbo_curve(batch_elbos, p, rows, steps_per_epoch))
     with seeded_rng(train_cfg.seed, device):
-        plot_samples(generate_images(model, n_images=64), out / "samples.png")
-        order = torch.randperm(len(test))  # [M] which test images to show
-    shown = to_float(test[order[:16]])  # [16, C, H, W]
-    plot_reconstructions(shown, reconstruct(model, shown), out / "reconstructions.png")
-    means = posterior_means(model, test)  # [M, K]
-    grid, what = latent_grid(model, n=15, means=means)
-    plot_latent_map(grid, out / "latent_map.png", what)
-    K = means.shape[1]
+        draw("samples.png", lambda p: plot_samples(generate_images(model, n_images=64), p))
+        order = torch.randperm(m)  # [M] which test images to show
+    shown = order[: min(16, m)]  # [S] up to 16 test images
+    draw("reconstructions.png", lambda p: plot_reconstructions(to_float(test[shown]), reconstruct(model, test[shown]), p))
+    draw("latent_map.png", lambda p: _draw_latent_map(model, means, m, p))
+    draw("latent_scatter.png", lambda p: _draw_latent_scatter(means(), data, p))
+    draw("interpolations.png", lambda p: _draw_interpolations(model, test, order, p))
+    return written
+
+
+class FigureSkipped(Exception):
+    """A figure that the data cannot give (the message says why); ``write_run_figures`` notes it and goes on."""
+
+
+def _draw_figure(path: Path, fn: Callable[[Path], None], notes: list[str]) -> bool:
+    """``fn(path)``; on any error (VAEKIT_DEBUG set: re-raised) one note on stderr and in ``notes``, and no file at ``path``."""
+    try:
+        fn(path)
+        return True
+    except Exception as e:  # noqa: BLE001 - one figure must never cost the run its other files
+        if os.environ.get("VAEKIT_DEBUG") and not isinstance(e, FigureSkipped):
+            raise
+        why = str(e) if isinstance(e, FigureSkipped) else f"{type(e).__name__}: {e}"
+        note = f"{path.name} skipped: {why}"
+        notes.append(note)
+        print(f"vaekit: note: {note}", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)  # not an older run's figure in its place
+        return False
+
+
+def _draw_latent_map(model: VAE, means: Callable[[], Tensor], m: int, path: Path) -> None:
+    if model.K != 2 and m < 3:
+        raise FigureSkipped(
+            f"for K={model.K} the map spans the two principal directions of the test posterior means, which needs "
+            f"at least 3 test images; the test set has {m}"
+        )
+    grid, what = latent_grid(model, n=15, means=None if model.K == 2 else means())
+    plot_latent_map(grid, path, what)
+
+
+def _draw_latent_scatter(means: Tensor, data: ImageData, path: Path) -> None:
+    """The test posterior means [M, K] in 2-D: as they are for K=2, else their PCA projection."""
+    M, K = means.shape
+    images = f"{M} test image{'s' * (M != 1)}"
     if K == 2:
-        points, axes, title = means, ("E[z_0|x]", "E[z_1|x]"), f"posterior means of the {len(test)} test images"
+        points, axes, title = means, ("E[z_0|x]", "E[z_1|x]"), f"posterior means of the {images}"
     else:
         center, dirs, _ = pca(means, 2)
         points = (means - center) @ dirs.T  # [M, 2]
-        axes, title = ("PC 1", "PC 2"), f"posterior means of the {len(test)} test images (PCA of K={K})"
+        axes, title = ("PC 1", "PC 2"), f"posterior means of the {images} (PCA of K={K})"
     labels = data.test_labels if data.info.get("labelled", True) else None  # no labels: one colour
-    plot_latent_scatter(points, labels, out / "latent_scatter.png", axes, title)
-    pairs = order[16:32].reshape(2, 8)  # 8 pairs of other test images
-    plot_interpolations(interpolate(model, test[pairs[0]], test[pairs[1]], steps=10), out / "interpolations.png")
-    written += [out / n for n in ("samples.png", "reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png")]
-    return written
+    plot_latent_scatter(points, labels, path, axes, title)
+
+
+def _draw_interpolations(model: VAE, test: Any, order: Tensor, path: Path) -> None:
+    """8 pairs of test images not among the reconstructions (order[16:32]); from a smaller test set, as many
+    disjoint pairs as it has (up to 8)."""
+    m = len(order)
+    if m < 2:
+        raise FigureSkipped(f"an interpolation needs a pair of test images; the test set has {m}")
+    p = 8 if m >= 32 else min(8, m // 2)  # pairs
+    pairs = (order[16:32] if m >= 32 else order[: 2 * p]).reshape(2, p)  # [2, P]
+    plot_interpolations(interpolate(model, test[pairs[0]], test[pairs[1]], steps=10), path)
 
 
 def _tensorboard_writer(out: Path):
@@ -542,6 +674,7 @@ def fit_run_gmm(run_dir: str | Path, components: int = 10, *, model: VAE | None 
 
 def report_run(
     run_dir: str | Path, out: str | Path | None = None, *, model: VAE | None = None, data: ImageData | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write the run's report with the latent explorer (``vaekit.explorer``); returns its path.
 
@@ -549,6 +682,7 @@ def report_run(
     ``gmm.safetensors`` exists. ``model`` and ``data``, when the caller holds them (training
     has just ended), save loading them again. Anything that keeps the explorer from being
     built is shown as a note in its place; the rest of the report is written regardless.
+    ``notes``: figures that were skipped and why (``write_run_figures``), shown with the figures.
     """
     run = Path(run_dir)
     try:
@@ -570,7 +704,7 @@ def report_run(
         panel = explorer_html(model, means, labels, gmm=gmm)
     except Exception as e:  # never lose the report over the explorer; say why it is missing
         panel = explorer_note(f"{type(e).__name__}: {e}")
-    return write_report(run, out, explorer_html=panel)
+    return write_report(run, out, explorer_html=panel, notes=notes)
 
 
 def eval_run(
@@ -641,8 +775,10 @@ def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
         _, state, _ = load_checkpoint(run)
         batch_elbos = state.elbos.tolist()
     rows = [r for r in read_metrics(run / "metrics.jsonl")[0] if "steps" in r and "train_elbo" in r]  # the curve's points
+    notes: list[str] = []
     written = write_run_figures(
         model, data, train_cfg, run, rows, batch_elbos, global_batch=global_batch if isinstance(global_batch, int) and global_batch > 0 else None,
+        notes=notes,
     )
-    written.append(report_run(run, model=model, data=data))
+    written.append(report_run(run, model=model, data=data, notes=notes))
     return written

@@ -44,7 +44,8 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
      "ELBO in nats per image (higher is better): the training ELBO per minibatch, and the train and "
      "test ELBO at the end of each epoch."),
     ("reconstructions.png", "Reconstructions",
-     "16 test images (odd rows) above their mean reconstructions, decoded from the posterior mean E[z|x]."),
+     "16 test images (all of a smaller test set; odd rows) above their mean reconstructions, decoded from the "
+     "posterior mean E[z|x]."),
     ("latent_map.png", "Latent map",
      "Mean images decoded from a grid of latent points: for K=2 the prior's quantiles in each dimension "
      "(the 'digit manifold'), for K>2 the two principal directions of the test-set posterior means."),
@@ -89,6 +90,7 @@ nav a { margin-right: 1em; color: #2451a6; text-decoration: none; }
 table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.92em; }
 th, td { border: 1px solid #c9ced8; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #eef1f6; font-weight: 600; }
+td table { margin: 0; font-size: 1em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .scroll { overflow-x: auto; }
 .tables { display: flex; flex-wrap: wrap; gap: 0 28px; }
@@ -205,6 +207,31 @@ def _kv_table(items: Iterable[tuple[str, str]]) -> str:
     return _table(None, ([(_esc(k), "th"), (_esc(v), "")] for k, v in items))
 
 
+_LIST_SHOWN = 20  # items of a long list shown in a configuration table
+
+
+def _value_html(value: Any) -> str:
+    """A config value as escaped HTML: a JSON object as a nested key/value table, a list as its items
+    (one per line for sentences; the first ``_LIST_SHOWN`` of a long one, with the count), others as ``_fmt_value``."""
+    if isinstance(value, dict):
+        if not value:
+            return _DASH
+        return _table(None, ([(_esc(k), "th"), (_value_html(v), "")] for k, v in value.items()))
+    if isinstance(value, list):
+        if not value:
+            return "none"
+        items = [_value_html(v) for v in value[:_LIST_SHOWN]]
+        more = f" … ({len(value)} in all)" if len(value) > _LIST_SHOWN else ""
+        sentences = any(isinstance(v, str) and " " in v for v in value) or any(isinstance(v, (dict, list)) for v in value)
+        return ("<br>" if sentences else ", ").join(items) + more
+    return _esc(_fmt_value(value))
+
+
+def _config_table(section: dict[str, Any]) -> str:
+    """A two-column key/value table of a configuration section, nested values shown readably (``_value_html``)."""
+    return _table(None, ([(_esc(k), "th"), (_value_html(v), "")] for k, v in section.items()))
+
+
 def _warning(text: str) -> str:
     return f'<p class="warn">{_esc(text)}</p>'
 
@@ -290,6 +317,9 @@ def _summary(run: Path, meta: dict[str, Any], rows: list[dict[str, Any]], evals:
             skipped = info.get("skipped", 0) or 0
             names = info.get("skipped_files") or []
             items.append(("skipped files", f"{_fmt_value(skipped)}" + (f": {', '.join(map(str, names[:10]))}" + (" ..." if len(names) > 10 else "") if names else "")))
+    notes = meta.get("notes")
+    for note in notes if isinstance(notes, list) else []:  # what vaekit adapted, e.g. a batch larger than the data
+        items.append(("note", _fmt_value(note)))
     items.append(("device", _fmt_value(meta.get("device", train.get("device")))))
     items.append(("created", _fmt_value(meta.get("created"))))
     versions = [f"{name} {_fmt_value(meta[key])}" for name, key in
@@ -327,11 +357,11 @@ def _config(meta: dict[str, Any]) -> str:
     for key, title in (("model", "Model"), ("train", "Training"), ("data", "Data")):
         section = _dict(meta.get(key))
         if section:
-            parts.append(f"<div><h3>{title}</h3>" + _kv_table((k, _fmt_value(v)) for k, v in section.items()) + "</div>")
+            parts.append(f"<div><h3>{title}</h3>" + _config_table(section) + "</div>")
     known = {"model", "train", "data"}
-    other = [(k, _fmt_value(v)) for k, v in meta.items() if k not in known and not k.startswith("_")]
+    other = {k: v for k, v in meta.items() if k not in known and not k.startswith("_")}
     if other:
-        parts.append("<div><h3>Run</h3>" + _kv_table(other) + "</div>")
+        parts.append("<div><h3>Run</h3>" + _config_table(other) + "</div>")
     parts.append("</div>")
     return "".join(parts)
 
@@ -441,13 +471,14 @@ def _other_caption(name: str) -> str:
     return "A further figure found in the run folder."
 
 
-def _figures(pngs: list[Path]) -> str:
+def _figures(pngs: list[Path], notes: Sequence[str] = ()) -> str:
     known = {name: (heading, caption) for name, heading, caption in FIGURES}
     main = [p for p in pngs if p.name in known]
     other = [p for p in pngs if p.name not in known]
     parts = []
-    if main:
+    if main or notes:
         parts.append('<h2 id="figures">Figures</h2>')
+        parts.extend(f'<p class="note">{_esc(note)}</p>' for note in notes)  # figures not drawn, and why
         pair = [p for p in main if p.name in ("samples.png", "samples_gmm.png")]
         if len(pair) == 2:  # prior and GMM samples side by side
             parts.append('<div class="tables">' + "".join(f"<div style=\"flex: 1 1 300px\">{_figure(p, *known[p.name])}</div>" for p in pair) + "</div>")
@@ -462,12 +493,13 @@ def _figures(pngs: list[Path]) -> str:
 # ---------------------------------------------------------------- public API
 
 
-def build_report(run_dir: str | os.PathLike, *, explorer_html: str | None = None) -> str:
+def build_report(run_dir: str | os.PathLike, *, explorer_html: str | None = None, notes: Sequence[str] = ()) -> str:
     """The HTML text of the report of the run folder ``run_dir``.
 
     ``explorer_html``: the latent explorer's section (``vaekit.explorer.explorer_html``),
     shown after the summary; the page's CSP then allows its inline scripts by their sha256,
-    and nothing else. Without it the page runs no script.
+    and nothing else. Without it the page runs no script. ``notes``: one line each, shown
+    at the head of the figures (e.g. a figure that was skipped, and why).
 
     Raises CheckpointError naming the folder if it is not a folder or has no config.json,
     and naming config.json if that file is not a JSON object.
@@ -501,7 +533,7 @@ def build_report(run_dir: str | os.PathLike, *, explorer_html: str | None = None
         _config(meta),
         _metrics(rows, metric_problems),
         _evaluation(evals, eval_problems),
-        _figures(pngs),
+        _figures(pngs, notes),
     ]
     nav = [("summary", "Summary")]
     if explorer_html:
@@ -509,7 +541,7 @@ def build_report(run_dir: str | os.PathLike, *, explorer_html: str | None = None
     nav += [("config", "Configuration"), ("metrics", "Metrics")]
     if evals or eval_problems:
         nav.append(("evaluation", "Evaluation"))
-    if any(p.name in {n for n, _, _ in FIGURES} for p in pngs):
+    if notes or any(p.name in {n for n, _, _ in FIGURES} for p in pngs):
         nav.append(("figures", "Figures"))
     if any(p.name not in {n for n, _, _ in FIGURES} for p in pngs):
         nav.append(("other-figures", "Other figures"))
@@ -531,11 +563,13 @@ def build_report(run_dir: str | os.PathLike, *, explorer_html: str | None = None
     )
 
 
-def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, explorer_html: str | None = None) -> Path:
+def write_report(
+    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, explorer_html: str | None = None, notes: Sequence[str] = (),
+) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``) atomically; returns its path.
 
-    ``explorer_html``: see ``build_report``."""
-    text = build_report(run_dir, explorer_html=explorer_html)
+    ``explorer_html``, ``notes``: see ``build_report``."""
+    text = build_report(run_dir, explorer_html=explorer_html, notes=notes)
     path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
     atomic_write_text(path, text)
     return path
