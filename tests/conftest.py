@@ -3,7 +3,7 @@ import tempfile
 
 import pytest
 
-from helpers import train_args, vaekit
+from helpers import train_args, vaekit, write_idx
 
 
 def pytest_configure(config):
@@ -17,17 +17,6 @@ def mnist():
     from vaekit import load_dataset
 
     return load_dataset("mnist")
-
-
-def write_idx(path, array):
-    """Write a uint8 array as a raw IDX file (the format's header written out by hand)."""
-    import struct
-
-    import numpy as np
-
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.tobytes())
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """Plain helpers shared by several test files (the shared fixtures are in conftest.py)."""
 
+import gzip
 import pathlib
 import pickle
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,48 @@ def rand(*shape, seed=0, dtype=torch.float64, scale=1.0):
 def grey_images(n, seed=0, size=SIZE):
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, size, size, generator=gen)
+
+
+# ----------------------------------------------------------------------------- IDX files, written out by hand
+
+#: The four files of an MNIST-style dataset by role (the names of LeCun's distribution).
+IDX_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def idx_bytes(array, type_code: int = 0x08) -> bytes:
+    """``array`` as an IDX file: the magic ``00 00 <type> <ndim>``, big-endian uint32 sizes, the bytes."""
+    array = np.ascontiguousarray(array)
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, array, *, gz: bool = False) -> Path:
+    """Write ``array`` (values 0..255) as an IDX file at ``path``, gzip'd if ``gz``; returns ``path``."""
+    payload = idx_bytes(array)
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+def make_idx_folder(folder: Path, *, n_train=5, n_test=3, hw=(28, 28), gz=False, seed=0) -> dict:
+    """Write a small MNIST-style dataset (random bytes, one 255 and one 0 at known places); return its arrays by role."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_images": rng.integers(0, 256, size=(n_train, *hw), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, size=n_train, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, size=(n_test, *hw), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, size=n_test, dtype=np.uint8),
+    }
+    arrays["train_images"][0, 0, 0] = 255
+    arrays["train_images"][0, 0, 1] = 0
+    folder.mkdir(parents=True, exist_ok=True)
+    for role, base in IDX_NAMES.items():
+        write_idx(folder / (base + (".gz" if gz else "")), arrays[role], gz=gz)
+    return arrays
 
 
 # ----------------------------------------------------------------------------- ELBO terms
