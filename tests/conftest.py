@@ -1,5 +1,7 @@
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,18 @@ def mnist():
     from vaekit import load_dataset
 
     return load_dataset("mnist")
+
+
+@pytest.fixture
+def mnist_cache_copy(mnist, tmp_path) -> Path:
+    """A cache folder holding a private copy of the session's verified MNIST entry, free to tamper with.
+
+    The entry is ``<cache>/imports/<the session entry's name>`` (its key does not depend on the cache folder).
+    """
+    entry = Path(mnist.info.cache)
+    cache = tmp_path / "mnist-cache"
+    shutil.copytree(entry, cache / "imports" / entry.name)
+    return cache
 
 
 @pytest.fixture(scope="session")

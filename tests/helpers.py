@@ -84,6 +84,47 @@ def make_idx_folder(folder: Path, *, n_train=5, n_test=3, hw=(28, 28), gz=False,
     return arrays
 
 
+# ----------------------------------------------------------------------------- image files, written with Pillow
+
+
+def load_images(path, cache, **options):
+    """``load_dataset(path)`` into the cache folder ``cache`` with DataConfig ``options``, no progress bar."""
+    from vaekit.data import DataConfig, load_dataset
+
+    return load_dataset(path, cache_dir=cache, config=DataConfig(**options), progress=False)
+
+
+def digits(mnist, n: int, split: str = "train") -> np.ndarray:
+    """The first n MNIST images of a split as [n, 28, 28] uint8."""
+    return getattr(mnist, f"{split}_uint8")[:n, 0].numpy()
+
+
+def write_flat(folder: Path, images, suffix: str = ".png", mode: str = "L", **save) -> list:
+    """Write images (arrays [H, W] or [H, W, C]) as 00000.png, 00001.png, ... in ``folder``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        path = folder / f"{i:05d}{suffix}"
+        Image.fromarray(np.asarray(img), mode if np.asarray(img).ndim == 2 or mode != "L" else None).save(path, **save)
+        paths.append(path)
+    return paths
+
+
+def snapshot(folder: Path) -> dict:
+    """Every entry under ``folder``: (kind, size, mtime_ns, bytes of files)."""
+    import os
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            out[str(p.relative_to(folder))] = (p.is_dir(), st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
+    return out
+
+
 # ----------------------------------------------------------------------------- ELBO terms
 
 
