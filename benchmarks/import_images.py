@@ -28,7 +28,8 @@ from PIL import Image
 from common import machine
 from vaekit import load_dataset
 from vaekit.config import DataConfig
-from vaekit.imagefiles import IMAGE_SUFFIXES, _workers
+from vaekit.data import IMAGE_SUFFIXES
+from vaekit.data.parallel import n_workers
 
 
 def write_pngs(folder: pathlib.Path, n: int) -> None:
@@ -62,7 +63,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=60_000, help="PNG files to write and import (default 60000)")
     p.add_argument("--rounds", type=int, default=2, help="timed runs of each, alternating; the best counts (default 2)")
     args = p.parse_args()
-    print(machine(), f"; {_workers()} worker processes", flush=True)
+    print(machine(), f"; {n_workers()} worker processes", flush=True)
     with tempfile.TemporaryDirectory(prefix="vaekit-import-bench-") as tmp:
         folder, cache = pathlib.Path(tmp) / "png", pathlib.Path(tmp) / "cache"
         folder.mkdir()
@@ -91,11 +92,11 @@ def main() -> None:
         ref_s, vk_s = min(ref_times), min(vk_times)
         print(f"reference: {args.n / ref_s:8.0f} images/s  (best {ref_s:.2f} s, one process, Pillow)")
         print(f"vaekit:    {args.n / vk_s:8.0f} images/s  (best {vk_s:.2f} s, listing + parallel decode + cache write; "
-              f"cache {data.info['cache_bytes'] / 2**20:.1f} MiB)", flush=True)
+              f"cache {data.info.cache_bytes / 2**20:.1f} MiB)", flush=True)
 
         t0 = time.perf_counter()
         again = load_dataset(folder, cache_dir=cache / "0", config=DataConfig(test_fraction=0.1), progress=False)
-        assert again.info["cache_status"] == "reused"
+        assert again.info.cache_status == "reused"
         print(f"vaekit, second load (cache reused): {time.perf_counter() - t0:.2f} s")
     print(f"ratio={(args.n / vk_s) / (args.n / ref_s):.2f}")
 

@@ -1,9 +1,11 @@
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
-from helpers import train_args, vaekit
+from helpers import train_args, vaekit, write_idx
 
 
 def pytest_configure(config):
@@ -19,15 +21,16 @@ def mnist():
     return load_dataset("mnist")
 
 
-def write_idx(path, array):
-    """Write a uint8 array as a raw IDX file (the format's header written out by hand)."""
-    import struct
+@pytest.fixture
+def mnist_cache_copy(mnist, tmp_path) -> Path:
+    """A cache folder holding a private copy of the session's verified MNIST entry, free to tamper with.
 
-    import numpy as np
-
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.tobytes())
+    The entry is ``<cache>/imports/<the session entry's name>`` (its key does not depend on the cache folder).
+    """
+    entry = Path(mnist.info.cache)
+    cache = tmp_path / "mnist-cache"
+    shutil.copytree(entry, cache / "imports" / entry.name)
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """Plain helpers shared by several test files (the shared fixtures are in conftest.py)."""
 
+import gzip
 import pathlib
 import pickle
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +43,89 @@ def rand(*shape, seed=0, dtype=torch.float64, scale=1.0):
 def grey_images(n, seed=0, size=SIZE):
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, size, size, generator=gen)
+
+
+# ----------------------------------------------------------------------------- IDX files, written out by hand
+
+#: The four files of an MNIST-style dataset by role (the names of LeCun's distribution).
+IDX_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def idx_bytes(array, type_code: int = 0x08) -> bytes:
+    """``array`` as an IDX file: the magic ``00 00 <type> <ndim>``, big-endian uint32 sizes, the bytes."""
+    array = np.ascontiguousarray(array)
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, array, *, gz: bool = False) -> Path:
+    """Write ``array`` (values 0..255) as an IDX file at ``path``, gzip'd if ``gz``; returns ``path``."""
+    payload = idx_bytes(array)
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+def make_idx_folder(folder: Path, *, n_train=5, n_test=3, hw=(28, 28), gz=False, seed=0) -> dict:
+    """Write a small MNIST-style dataset (random bytes, one 255 and one 0 at known places); return its arrays by role."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_images": rng.integers(0, 256, size=(n_train, *hw), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, size=n_train, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, size=(n_test, *hw), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, size=n_test, dtype=np.uint8),
+    }
+    arrays["train_images"][0, 0, 0] = 255
+    arrays["train_images"][0, 0, 1] = 0
+    folder.mkdir(parents=True, exist_ok=True)
+    for role, base in IDX_NAMES.items():
+        write_idx(folder / (base + (".gz" if gz else "")), arrays[role], gz=gz)
+    return arrays
+
+
+# ----------------------------------------------------------------------------- image files, written with Pillow
+
+
+def load_images(path, cache, **options):
+    """``load_dataset(path)`` into the cache folder ``cache`` with DataConfig ``options``, no progress bar."""
+    from vaekit.data import DataConfig, load_dataset
+
+    return load_dataset(path, cache_dir=cache, config=DataConfig(**options), progress=False)
+
+
+def digits(mnist, n: int, split: str = "train") -> np.ndarray:
+    """The first n MNIST images of a split as [n, 28, 28] uint8."""
+    return getattr(mnist, f"{split}_uint8")[:n, 0].numpy()
+
+
+def write_flat(folder: Path, images, suffix: str = ".png", mode: str = "L", **save) -> list:
+    """Write images (arrays [H, W] or [H, W, C]) as 00000.png, 00001.png, ... in ``folder``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        path = folder / f"{i:05d}{suffix}"
+        Image.fromarray(np.asarray(img), mode if np.asarray(img).ndim == 2 or mode != "L" else None).save(path, **save)
+        paths.append(path)
+    return paths
+
+
+def snapshot(folder: Path) -> dict:
+    """Every entry under ``folder``: (kind, size, mtime_ns, bytes of files)."""
+    import os
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            out[str(p.relative_to(folder))] = (p.is_dir(), st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
+    return out
 
 
 # ----------------------------------------------------------------------------- ELBO terms

@@ -266,7 +266,7 @@ def test_tensorboard_logs_scalars_and_samples(tmp_path, tiny_dataset_dir):
 
 
 def test_data_command_prints_what_was_found(tmp_path, capsys, monkeypatch, mnist):
-    from vaekit.imagefiles import export_png
+    from vaekit.data import export_png
 
     monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
     export_png(mnist, tmp_path / "png", limit_train=30, limit_test=10)

@@ -29,7 +29,7 @@ from vaekit.objectives import elbo as elbo_objective
 from vaekit.checkpoint import CHECKPOINT, load_checkpoint
 from vaekit.experiment import RUN_FILES
 
-from conftest import write_idx
+from helpers import write_idx
 
 N_TRAIN, PER_RANK, WORLD = 97, 8, 2
 # float32 sums taken in another order (two shards, then DDP's average, vs one mean) differ by

@@ -441,29 +441,28 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from .config import DataConfig
-    from .data import load_dataset
-    from .imagefiles import cache_size
+    from .data import cache_size, load_dataset
 
     data = load_dataset(args.path, config=config_from_args(DataConfig, args), progress=args.progress)
     info = data.info
-    split = info.get("split", "given")
+    split = info.split
     if split == "seeded":
-        split = f"seeded (test fraction {info['test_fraction']}, seed {info['split_seed']})"
+        split = f"seeded (test fraction {info.test_fraction}, seed {info.split_seed})"
     h, w = data.train_uint8.shape[-2:]
     c = int(data.train_uint8.shape[1])
-    rules = [f" ({info[k]})" if info.get(k) else "" for k in ("image_size_rule", "channels_rule")]
-    classes = info.get("classes")
+    rules = [f" ({rule})" if rule else "" for rule in (info.image_size_rule, info.channels_rule)]
+    classes = info.classes
     if classes:
         shown = ", ".join(classes[:20]) + (f", ... ({len(classes) - 20} more)" if len(classes) > 20 else "")
         classes_line = f"{len(classes)}: {shown}"
-    elif info.get("labelled", True):
+    elif info.labelled:
         labels = data.train_labels
         classes_line = f"labels {int(labels.min())}..{int(labels.max())} (numbers, no names)" if len(labels) else "none"
     else:
         classes_line = "none (no class folders: every label is -1)"
-    skipped = info.get("skipped_files") or []
+    skipped = info.skipped_files or []
     print(f"vaekit data: {args.path}")
-    print(f"  {'format':<9}{info.get('source', '?')}, split {split}")
+    print(f"  {'format':<9}{info.source or '?'}, split {split}")
     print(f"  {'train':<9}{len(data.train_uint8)} images")
     print(f"  {'test':<9}{len(data.test_uint8)} images")
     print(f"  {'size':<9}{w}x{h}{rules[0]}, {c} channel{'s' * (c > 1)}{rules[1]}")
@@ -473,13 +472,13 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"             {line}")
     if len(skipped) > 10:
         print(f"             ... and {len(skipped) - 10} more")
-    cache = info.get("cache")
-    if cache:
-        size = info.get("cache_bytes", cache_size(cache))
-        status = info.get("cache_status")
-        how = f"; {status}" + (f" in {info['import_seconds']:.1f} s" if status != "reused" and "import_seconds" in info else "") if status else ""
+    if info.cache:
+        size = info.cache_bytes if info.cache_bytes is not None else cache_size(info.cache)
+        status = info.cache_status
+        seconds = f" in {info.import_seconds:.1f} s" if status != "reused" and info.import_seconds is not None else ""
+        how = f"; {status}{seconds}" if status else ""
         amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.0f} KiB"
-        print(f"  {'cache':<9}{cache} ({amount}{how})")
+        print(f"  {'cache':<9}{info.cache} ({amount}{how})")
     else:
         print(f"  {'cache':<9}none (read directly)")
     return 0

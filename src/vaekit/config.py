@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from .architectures import ACTIVATIONS, ARCHITECTURES
+from .data.config import DataConfig  # re-exported: it lives with the data
 from .likelihoods import LIKELIHOODS
 from .objectives import OBJECTIVES
 from .posteriors import POSTERIORS
@@ -393,33 +394,6 @@ def config_from_dict(cls: type, data: dict[str, Any]):
             values.setdefault("monitor_samples", data["eval_samples"])
             values.setdefault("monitor_images", None)
     return cls(**values)
-
-
-@dataclass
-class DataConfig:
-    """How a dataset given by path is read: image folders and array files (see vaekit.imagefiles).
-
-    The named datasets and IDX folders have their own split; ``image_size`` and ``channels``
-    apply to every source, ``test_fraction`` only where no split is given.
-    """
-
-    image_size: int | None = _f(
-        None, "resize the shorter side to this many pixels (antialiased), then crop the centre square; "
-        "None: the images' own size (they must all agree)", min=1,
-    )
-    channels: int | None = _f(None, "1 (grey) or 3 (RGB); None: 1 if every image is grey, else 3", choices=(1, 3))
-    test_fraction: float = _f(
-        0.1, "share of the images held out as the seeded test split where the data has no train/test split (0 < F < 1)",
-        gt=0.0, lt=1.0,
-    )
-    skip_bad_images: bool = _f(False, "skip unreadable or corrupt image files (and count them) instead of stopping")
-
-    def __post_init__(self) -> None:
-        if self.channels is not None and (isinstance(self.channels, bool) or self.channels not in (1, 3)):
-            raise ValueError(f"channels must be 1 or 3 (or None: from the data), got {self.channels!r}")
-        validate(self)
-        if not self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be < 1, got {self.test_fraction!r}")
 
 
 __all__ += ["DataConfig"]

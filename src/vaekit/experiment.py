@@ -51,8 +51,7 @@ from .checkpoint import (
 from .config import (
     DataConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, resolve_precision, validate,
 )
-from .data import ImageData, binarize, check_min_images, load_dataset, to_float
-from .datastream import NpyRows, resident_limit_bytes
+from .data import ImageData, NpyRows, binarize, check_min_images, load_dataset, resident_limit_bytes, to_float
 from .evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, evaluate_elbo, matmul_peak_gflops, seeded_rng
 from .explorer import explorer_html
 from .explorer import note_html as explorer_note
@@ -85,7 +84,7 @@ def split_images(data: ImageData, train_cfg: TrainConfig, split: str = "test") -
 
     Without binarization these are the uint8 bytes (made float a batch at a time by whoever reads
     them), read from the cache file a batch at a time when the split is larger than memory
-    (``datastream.resident_limit_bytes``). With ``binarize`` "dynamic" or "static" the split is drawn
+    (``data.resident_limit_bytes``). With ``binarize`` "dynamic" or "static" the split is drawn
     once with the fixed seed ``data.BINARIZE_SEED``, so every evaluation sees the same binary images.
     """
     if split not in ("train", "test"):
@@ -104,7 +103,7 @@ def training_images(data: ImageData) -> Any:
 
 def _bytes_or_stream(data: ImageData, split: str) -> Any:
     u8 = getattr(data, f"{split}_uint8")
-    cache = data.info.get("cache")
+    cache = data.info.cache
     path = Path(cache) / f"{split}.npy" if cache else None
     if u8.numel() > resident_limit_bytes() and path is not None and path.exists():
         return NpyRows(path)
@@ -337,7 +336,7 @@ def _run_meta(
         "data": {
             "name": data.name, "image_size": image_shape[-1], "image_shape": image_shape,
             "train_images": len(data.train_uint8), "test_images": len(data.test_uint8),
-            "info": _json_safe(data.info),
+            "info": data.info.to_dict(),
         },
         "device": str(device),
         "precision": {"used": precision[0], "reason": precision[1]},
@@ -486,7 +485,7 @@ def _draw_latent_scatter(means: Tensor, data: ImageData, path: Path) -> None:
         center, dirs, _ = pca(means, 2)
         points = (means - center) @ dirs.T  # [M, 2]
         axes, title = ("PC 1", "PC 2"), f"posterior means of the {images} (PCA of K={K})"
-    labels = data.test_labels if data.info.get("labelled", True) else None  # no labels: one colour
+    labels = data.test_labels if data.info.labelled else None  # no labels: one colour
     plot_latent_scatter(points, labels, path, axes, title)
 
 
@@ -527,11 +526,6 @@ def run_data_config(run: Path, meta: dict[str, Any]) -> DataConfig:
     if "data_config" not in meta:
         return DataConfig()
     return _config_section(run, meta, "data_config", DataConfig)
-
-
-def _json_safe(value: Any) -> Any:
-    """A JSON-writable copy (paths and other objects as strings)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 def run_image_shape(run: Path, meta: dict[str, Any]) -> tuple[int, int, int]:
@@ -700,7 +694,7 @@ def report_run(
                 gmm = load_gmm(run / GMM_FILE)
             except CheckpointError:
                 gmm = None  # gmm.json / the samples still show; the explorer just has no GMM button
-        labels = data.test_labels if data.info.get("labelled", True) else None
+        labels = data.test_labels if data.info.labelled else None
         panel = explorer_html(model, means, labels, gmm=gmm)
     except Exception as e:  # never lose the report over the explorer; say why it is missing
         panel = explorer_note(f"{type(e).__name__}: {e}")

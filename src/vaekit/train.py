@@ -26,8 +26,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import TrainState, capture_rng, restore_rng
 from .config import TrainConfig, resolve_device, resolve_precision, validate
-from .data import binarize, to_float
-from .datastream import NpyRows
+from .data import NpyRows, binarize, to_float
 from .model import VAE
 from .objectives import Objective, Terms, make_objective
 
@@ -522,7 +521,7 @@ def fit(
     """Train ``model`` on ``images`` [N, C, H, W] as ``cfg`` says; the model and data follow cfg.device.
 
     ``images`` are floats in [0, 1] or uint8 pixels (kept uint8 on the device and made float
-    one batch at a time), or a ``datastream.NpyRows`` for data larger than memory (read from
+    one batch at a time), or a ``data.NpyRows`` for data larger than memory (read from
     disk a batch at a time). The objective is ``cfg.objective`` (``objectives.OBJECTIVES``) with
     the KL weight ``kl_beta(cfg, step)``; the per-step "ELBO" recorded is always the true
     bound (beta = 1), and a different training objective is recorded beside it.

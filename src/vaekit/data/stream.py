@@ -4,7 +4,7 @@
 (``len``, ``shape``, ``index_select``, indexing by int, slice or index tensor), but holds only the
 file's header: every access reads just the rows it needs with ``os.pread``, into fresh memory that
 is freed with the batch. Nothing is memory-mapped, so the process's resident memory for the data
-stays at about one batch, however large the file (``benchmarks`` and ``tests/test_datastream.py``
+stays at about one batch, however large the file (``benchmarks`` and ``tests/test_data_stream.py``
 measure it). ``fit`` streams from it when the data does not fit (``resident_limit_bytes``).
 """
 

@@ -1,4 +1,4 @@
-"""Data larger than memory: rows read from a .npy file on demand, with bounded resident memory."""
+"""Tests for vaekit.data.stream: data larger than memory, rows read from a .npy file on demand, with bounded resident memory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vaekit import TrainConfig, fit
-from vaekit.datastream import NpyRows
+from vaekit.data import NpyRows
 from vaekit.experiment import build_model
 from vaekit.config import ModelConfig
 
@@ -51,7 +51,7 @@ PEAK = r"""
 import json, resource, sys, torch
 from vaekit import TrainConfig, fit
 from vaekit.config import ModelConfig
-from vaekit.datastream import NpyRows
+from vaekit.data import NpyRows
 from vaekit.experiment import build_model
 rows = NpyRows(sys.argv[1])
 model = build_model(ModelConfig(arch="mlp", hidden="4"), tuple(rows.shape[1:]))  # cheap: the reads dominate
