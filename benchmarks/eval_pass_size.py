@@ -25,7 +25,7 @@ from common import machine
 from vaekit import SimpleVAE, log_likelihood
 from vaekit.config import ModelConfig
 from vaekit.evaluation import MAX_DECODES, MAX_DECODES_CPU
-from vaekit.experiment import build_model
+from vaekit.model import build_model
 
 
 def timed(model, x, k, max_decodes):

@@ -78,7 +78,7 @@ def main() -> None:
                 rows.append({"decoder": name, "decoder_floats": floats, "explorer_bytes": len(panel.encode()), **result})
                 print(json.dumps(rows[-1]), flush=True)
             if args.run is not None:
-                from vaekit.experiment import report_run
+                from vaekit.commands import report_run
 
                 report = report_run(args.run, tmp / "run-report.html")
                 rows.append({"decoder": f"run {args.run}", **measure(browser, report, args.repeats)})

@@ -1,7 +1,7 @@
 """How many test images and samples of z the per-epoch monitor needs: the test ELBO's standard error.
 
 For a trained run, draws 10 independent single-sample ELBOs of every test image (fp32), then
-for M images in {1000, 2000, 5000, 10000} (the monitor's fixed random subset, ``experiment.monitor_subset``) and S samples in {1, 2, 10} takes each
+for M images in {1000, 2000, 5000, 10000} (the monitor's fixed random subset, ``commands.train.monitor_subset``) and S samples in {1, 2, 10} takes each
 image's estimate as the mean of its first S draws and the standard error over the M images
 (std / sqrt(M); the sample noise adds to the per-image variance). Prints the table, each cell's
 cost in decoded images (M x S), and the cheapest cell with SE < ``--target`` last.
@@ -20,9 +20,10 @@ from common import machine
 from vaekit.config import TrainConfig
 from vaekit.data import load_dataset
 from vaekit.evaluation import seeded_rng
-from vaekit.experiment import _config_section, load_run, monitor_subset, split_images
+from vaekit.commands.train import monitor_subset
+from vaekit.runfolder import RunFolder, load_run, split_images
 from vaekit.model import eval_mode
-from vaekit.objectives import elbo
+from vaekit.objectives import make_objective
 
 
 def main() -> None:
@@ -32,13 +33,13 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=10)
     args = p.parse_args()
     model, meta = load_run(args.run_dir)
-    train_cfg = _config_section(__import__("pathlib").Path(args.run_dir), meta, "train", TrainConfig)
+    train_cfg = RunFolder(args.run_dir).train_config()
     images = split_images(load_dataset(train_cfg.dataset), train_cfg, "test")  # [M, C, H, W]
     print(f"machine: {machine()}")
     draws = []
     with torch.no_grad(), eval_mode(model), seeded_rng(0, torch.device("cpu")):
         for _ in range(args.draws):
-            per_image = [elbo(model, images[i : i + 500].float(), samples=1).elbo.double() for i in range(0, len(images), 500)]
+            per_image = [make_objective("elbo")(model, images[i : i + 500].float()).elbo.double() for i in range(0, len(images), 500)]
             draws.append(torch.cat(per_image))
     d = torch.stack(draws)  # [draws, M] single-sample ELBOs
     print(f"test ELBO ({len(images)} images, {args.draws} samples): {d.mean().item():.2f}; "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import machine
 from vaekit.config import ModelConfig, TrainConfig
-from vaekit.experiment import eval_run, train_run
+from vaekit.commands import eval_run, train_run
 
 LITERATURE_NLL = 86.76  # Burda et al. 2016, VAE with 1 stochastic layer, k=5000
 

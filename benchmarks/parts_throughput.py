@@ -46,7 +46,7 @@ def build():
     if spec.get("model") is None:
         return vaekit.SimpleVAE()
     from vaekit.config import ModelConfig
-    from vaekit.experiment import build_model
+    from vaekit.model import build_model
     return build_model(ModelConfig(**spec["model"]), tuple(images.shape[1:]))
 model = build()
 fit(model, images, dataclasses.replace(cfg, max_steps=spec["warmup"]), progress=False)

@@ -23,7 +23,7 @@ from vaekit.checkpoint import (
     remove_stale_temp_files, save_weights,
 )
 from vaekit.config import ModelConfig, TrainConfig
-from vaekit.experiment import load_run, train_run
+from vaekit import load_run, train_run
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "run_v0_1"
 SRC = Path(vaekit.__file__).parent
@@ -320,7 +320,7 @@ def test_the_scanner_finds_unsafe_calls():
 
 def test_vaekit_source_never_unpickles_or_evals():
     files = sorted(SRC.rglob("*.py"))  # the architectures/ package too
-    assert {"checkpoint.py", "experiment.py", "cli.py"} <= {f.name for f in files}
+    assert {"checkpoint.py", "runfolder.py", "cli.py"} <= {f.name for f in files}
     for f in files:
         text = f.read_text(encoding="utf-8")
         assert "pickle.load" not in text, f

@@ -9,7 +9,7 @@ import torch
 
 from vaekit import load_run
 from vaekit.cli import main
-from vaekit.experiment import RUN_FILES
+from vaekit.runfolder import RUN_FILES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--max-steps", "3", "--epochs", "1", "--eval-samples", "1", "--batch-size", "32", "--num-filters", "8", "--no-progress"]
@@ -66,7 +66,7 @@ def seen(monkeypatch):
         out.mkdir(parents=True)
         return out
 
-    monkeypatch.setattr("vaekit.experiment.train_run", fake_train_run)
+    monkeypatch.setattr("vaekit.commands.train_run", fake_train_run)
     return seen
 
 

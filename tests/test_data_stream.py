@@ -12,7 +12,7 @@ import torch
 
 from vaekit import TrainConfig, fit
 from vaekit.data import NpyRows
-from vaekit.experiment import build_model
+from vaekit.model import build_model
 from vaekit.config import ModelConfig
 
 
@@ -52,7 +52,7 @@ import json, resource, sys, torch
 from vaekit import TrainConfig, fit
 from vaekit.config import ModelConfig
 from vaekit.data import NpyRows
-from vaekit.experiment import build_model
+from vaekit.model import build_model
 rows = NpyRows(sys.argv[1])
 model = build_model(ModelConfig(arch="mlp", hidden="4"), tuple(rows.shape[1:]))  # cheap: the reads dominate
 fit(model, rows, TrainConfig(epochs=1, batch_size=128, device="cpu"), progress=False)

@@ -25,7 +25,8 @@ from vaekit import VAE, CheckpointError, SimpleVAE, TrainConfig, evaluate, fit, 
 from vaekit.checkpoint import CHECKPOINT, load_checkpoint, load_weights, save_weights
 from vaekit.cli import main
 from vaekit.data import ImageData
-from vaekit.experiment import FIGURES, load_run, write_run_figures
+from vaekit.commands.figures import write_run_figures
+from vaekit.runfolder import FIGURES, load_run
 from vaekit.report import write_report
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "run_v0_1"
@@ -224,7 +225,7 @@ def test_overwrite_removes_an_older_runs_checkpoint_before_training(tiny_dataset
     def killed(*args, **kwargs):  # the new run dies before its first checkpoint
         raise OSError("killed before the first checkpoint")
 
-    monkeypatch.setattr("vaekit.experiment.fit", killed)
+    monkeypatch.setattr("vaekit.commands.train.fit", killed)
     assert main(["train", "--dataset", str(tiny_dataset_dir), "--out", str(out), "--overwrite", "--no-progress"]) == 2
     assert not (out / CHECKPOINT).exists()
     assert main(["train", "--resume", str(out)]) == 2

@@ -152,7 +152,7 @@ def test_cli_sample_gmm_fits_saves_measures_and_reports(tiny_run, capsys):
 
     from vaekit.cli import main
     from vaekit.latents import posterior_means
-    from vaekit.experiment import load_run
+    from vaekit import load_run
     from vaekit import load_dataset
 
     capsys.readouterr()

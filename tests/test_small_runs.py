@@ -21,7 +21,9 @@ from vaekit.checkpoint import CHECKPOINT, LOCK_FILE, load_weights, save_weights
 from vaekit.cli import main
 from vaekit.config import TrainConfig
 from vaekit.data import DatasetError, ImageData, check_min_images
-from vaekit.experiment import RUN_FILES, figures_run, fit_batch_to_data
+from vaekit.commands.figures import figures_run
+from vaekit.commands.train import fit_batch_to_data
+from vaekit.runfolder import RUN_FILES
 
 FAST = ["--num-filters", "4", "--eval-samples", "1", "--device", "cpu", "--no-progress", "--seed", "3"]
 SIDE = 16  # image side: the conv nets halve it 3 times
@@ -89,7 +91,7 @@ class Spy:
 
 @pytest.mark.parametrize("m,k", [(1, 2), (1, 3), (2, 3), (5, 2), (31, 2)])
 def test_a_run_with_few_test_images_ends_complete(m, k, tmp_path, monkeypatch, capsys):
-    import vaekit.experiment as experiment
+    import vaekit.commands.figures as experiment
 
     spies = {name: Spy(getattr(experiment, name)) for name in ("plot_reconstructions", "interpolate")}
     for name, spy in spies.items():
@@ -148,7 +150,7 @@ def test_a_figure_that_fails_is_skipped_and_the_run_still_ends_complete(tmp_path
     def boom(*args, **kwargs):
         raise RuntimeError("the plotting library broke")
 
-    monkeypatch.setattr("vaekit.experiment.plot_latent_scatter", boom)
+    monkeypatch.setattr("vaekit.commands.figures.plot_latent_scatter", boom)
     data = write_npz(tmp_path / "tiny.npz", 16, 4)
     run = tmp_path / "run"
     run.mkdir()

@@ -14,7 +14,7 @@ from helpers import SIZE, grey_images, model_terms, tiny, train_args, vaekit
 from vaekit import SimpleVAE, TrainConfig, binarize, evaluate_elbo, fit, set_seed, train_vae
 from vaekit.checkpoint import CHECKPOINT, load_checkpoint, load_weights, save_weights, state_from_tensors, state_to_tensors
 from vaekit.config import ModelConfig
-from vaekit.experiment import train_run
+from vaekit import train_run
 from vaekit import config as config_mod
 from vaekit.distributed import BatchShard
 from vaekit.train import NonFiniteError, TrainLoop
@@ -342,7 +342,7 @@ def test_nonfinite_in_a_run_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     x = mnist.train_images[:64].clone()
     x[37, 0, 5, 5] = float("nan")
     tiny = dataclasses.replace(mnist, train_images=x, test_images=mnist.test_images[:32])
-    monkeypatch.setattr("vaekit.experiment.load_dataset", lambda name, **kwargs: tiny)
+    monkeypatch.setattr("vaekit.commands.train.load_dataset", lambda name, **kwargs: tiny)
     cfg = TrainConfig(**{**TINY.__dict__, "checkpoint_every": 1, "eval_samples": 1})
     epoch, step = next(first_bad_step(64, 16, 37, cfg.seed, 1))
     with pytest.raises(NonFiniteError):

@@ -6,6 +6,7 @@ The public API::
     from vaekit import SimpleVAE, train_vae, generate_images, set_seed     # model and training
     from vaekit import VAE, fit, ModelConfig, TrainConfig                  # models of parts, the trainer
     from vaekit import load_dataset, evaluate, log_likelihood, load_run   # data, evaluation, runs
+    from vaekit import RunFolder, build_model                             # run folders, models from configs
 """
 
 __version__ = "0.1.0"
@@ -15,9 +16,10 @@ from .config import ModelConfig, TrainConfig, resolve_device
 from .data import DatasetError, binarize, load_dataset
 from .distributions import elbo, kl_q_p_exact, kl_q_p_mc, log_prob, rsample
 from .evaluation import evaluate, evaluate_elbo, latent_stats, log_likelihood
-from .experiment import eval_run, load_run, sample_run, train_run
+from .commands import eval_run, sample_run, train_run
 from .latents import interpolate, latent_grid, posterior_means, reconstruct
-from .model import VAE, SimpleVAE, generate_images
+from .model import VAE, SimpleVAE, build_model, generate_images
+from .runfolder import RunFolder, load_run
 from .train import fit, set_seed, train_vae
 
 __all__ = [
@@ -50,6 +52,8 @@ __all__ = [
     "train_run",
     "eval_run",
     "load_run",
+    "RunFolder",
+    "build_model",
     "sample_run",
     "CheckpointError",
 ]

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .registry import load_plugins
+
 __all__ = ["main", "build_parser"]
 
 UNTIL_BUDGET = 1000  # epochs when --time-budget is given without --epochs
@@ -132,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import DEVICES, PRESETS, DataConfig, ModelConfig, TrainConfig
 
     parser = argparse.ArgumentParser(prog="vaekit", description="Train, sample and explain Variational Autoencoders on images.")
+    parser.add_argument(
+        "--plugin", action="append", default=None, metavar="FILE",
+        help="a Python file that registers parts of its own (architectures, likelihoods, posteriors, priors, objectives, "
+        "dataset formats, samplers); may be given more than once, and VAEKIT_PLUGINS lists more. A run records its plugin "
+        "files and loads them again for eval, sample, figures and report",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a SimpleVAE and write a run folder", description="Train a SimpleVAE and write a run folder.")
@@ -164,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--n", type=_checked(int, {"min": 1}), default=64, help="number of images (default: 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--sampler", choices=("prior", "gmm"), default="prior", help="where z comes from (default: prior)")
-    p.add_argument("--components", type=_checked(int, {"min": 1}), default=10, help="GMM components for --sampler gmm (default: 10)")
+    from .samplers import SAMPLERS
+
+    p.add_argument("--sampler", choices=SAMPLERS.names(), default="prior",
+                   help=f"where z comes from: {_choices_help(SAMPLERS)} (default: prior)")
+    for name, (f, owners) in SAMPLERS.option_fields().items():
+        _add_flag(p, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png; gmm: RUN_DIR/samples_gmm.png)")
 
     p = sub.add_parser(
@@ -279,7 +291,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from . import distributed
     from .config import PRESETS, DataConfig, ModelConfig, TrainConfig, config_to_dict, validate
-    from .experiment import train_run
+    from .commands import train_run
     from .train import TrainingInterrupted
 
     main = distributed.is_main()
@@ -351,9 +363,15 @@ def _last_metrics(run: Path) -> dict[str, Any] | None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .experiment import sample_run
+    from .commands import sample_run
 
-    path = sample_run(args.run_dir, n=args.n, seed=args.seed, out=args.out, sampler=args.sampler, components=args.components)
+    from .samplers import SAMPLERS
+
+    given = {name: getattr(args, name) for name in SAMPLERS.option_fields() if getattr(args, name, None) is not None}
+    options = SAMPLERS.pick_options(args.sampler, given)
+    if set(given) - set(options):
+        SAMPLERS.options(args.sampler, given)  # a clear error naming the option the sampler does not take
+    path = sample_run(args.run_dir, n=args.n, seed=args.seed, out=args.out, sampler=args.sampler, options=options)
     if args.sampler == "gmm":
         from .checkpoint import read_json
 
@@ -370,7 +388,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .experiment import eval_run
+    from .commands import eval_run
 
     r = eval_run(
         args.run_dir, k=args.k, split=args.split, limit=args.limit, n_samples=args.samples,
@@ -405,7 +423,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .experiment import report_run
+    from .commands import report_run
 
     print(f"wrote {report_run(args.run_dir, args.out)}")
     return 0
@@ -432,7 +450,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     for name in ("kl_mc_vs_exact.png", "rsample_hist.png"):
         print(f"wrote {out / name}")
     if args.run_dir is not None:  # after the math figures, so that the report shows them too
-        from .experiment import figures_run
+        from .commands import figures_run
 
         for path in figures_run(args.run_dir):
             print(f"wrote {path}")
@@ -487,10 +505,33 @@ def cmd_data(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "figures": cmd_figures, "report": cmd_report, "data": cmd_data}
 
 
+def take_plugins(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the files of every ``--plugin FILE`` / ``--plugin=FILE`` in ``argv``, the other arguments)."""
+    plugins, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--plugin" and i + 1 < len(argv):
+            plugins.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--plugin="):
+            plugins.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    return plugins, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    plugins, rest = take_plugins(argv)
+    try:  # before the parser is built: the plugins' parts are choices and their options flags
+        load_plugins(plugins)
+    except ValueError as e:
+        print(f"vaekit: error: {e}", file=sys.stderr)
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(rest)
     args.argv = argv
     from .checkpoint import CheckpointError
     from .distributed import RankFailed

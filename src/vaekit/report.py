@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from .checkpoint import CheckpointError, atomic_write_text, read_json
 from .explorer import script_hashes
+from .runfolder import read_metrics
 
 __all__ = ["build_report", "write_report", "read_metrics", "REPORT_NAME", "FIGURES"]
 
@@ -239,35 +240,6 @@ def _warning(text: str) -> str:
 # ---------------------------------------------------------------- reading the run folder
 
 
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The per-epoch rows of ``metrics.jsonl`` and a list of problems (malformed lines skipped)."""
-    if not path.is_file():
-        return [], []
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        return [], [f"cannot read {path.name}: {e.strerror or e}"]
-    rows: list[dict[str, Any]] = []
-    bad: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad.append(number)
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad.append(number)
-    problems = []
-    if bad:
-        shown = ", ".join(str(n) for n in bad[:10]) + (", …" if len(bad) > 10 else "")
-        problems.append(f"{path.name}: skipped {len(bad)} malformed line{'s' if len(bad) > 1 else ''} (line {shown}).")
-    return rows, problems
-
-
 def _read_eval(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """An eval_*.json file, or (None, problem) when it is malformed; (None, None) when absent."""
     if not path.exists():
@@ -352,10 +324,25 @@ def _summary(run: Path, meta: dict[str, Any], rows: list[dict[str, Any]], evals:
     return '<h2 id="summary">Summary</h2>' + _kv_table(items)
 
 
+def _chosen_parts(key: str, section: dict[str, Any]) -> dict[str, Any]:
+    """A model or training section with only the chosen parts' options, each as a row of its own (runs of
+    earlier versions recorded every architecture's options); the section as it is if it cannot be read so."""
+    from .config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
+
+    try:
+        normal = config_to_dict(config_from_dict({"model": ModelConfig, "train": TrainConfig}[key], section))
+    except Exception:  # noqa: BLE001 - a part of a plugin not loaded here, a malformed file: shown as written
+        return section
+    options = normal.pop("options", {}) or {}
+    return {**normal, **options}
+
+
 def _config(meta: dict[str, Any]) -> str:
     parts = ['<h2 id="config">Configuration</h2><div class="tables">']
     for key, title in (("model", "Model"), ("train", "Training"), ("data", "Data")):
         section = _dict(meta.get(key))
+        if section and key in ("model", "train"):
+            section = _chosen_parts(key, section)
         if section:
             parts.append(f"<div><h3>{title}</h3>" + _config_table(section) + "</div>")
     known = {"model", "train", "data"}

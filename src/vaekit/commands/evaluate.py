@@ -1,0 +1,71 @@
+"""``vaekit eval``: the ELBO, the importance-sampled log-likelihood and latent diagnostics of a trained run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..architectures import flops_per_image
+from ..config import resolve_precision
+from ..evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, matmul_peak_gflops
+from ..model import param_device
+from ..runfolder import RunFolder
+
+__all__ = ["eval_run"]
+
+
+def eval_run(
+    run_dir: str | Path,
+    *,
+    k: int = 1000,
+    split: str = "test",
+    limit: int | None = None,
+    n_samples: int = 10,
+    batch_size: int = 500,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    save: bool = True,
+    precision: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a trained run on its dataset's ``split`` (the first ``limit`` images, or all).
+
+    Returns ``vaekit.evaluate``'s numbers plus ``split``, ``seconds`` and ``note`` (what the
+    log-likelihood means), and with ``save`` writes them to ``RUN_DIR/eval_{split}.json``.
+
+    ``precision`` (auto, fp32, bf16; default: the run's own) is resolved for the evaluation
+    device by ``config.resolve_precision``: the networks run in bf16 only where auto or the
+    run chose it (tests/test_evaluation.py checks that bf16 agrees with fp32 within the SE).
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    run = RunFolder(run_dir)
+    model = run.load_model(device)
+    train_cfg = run.train_config()
+    if param_device(model)[0].type in ("cpu", "cuda"):
+        model.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
+    images = run.images(run.load_data(), split)
+    images = images[:limit] if limit is not None else images
+    t0 = time.perf_counter()
+    autocast_dtype, _ = resolve_precision(precision or train_cfg.precision, param_device(model)[0])
+    result = evaluate(
+        model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress, autocast_dtype=autocast_dtype,
+    )
+    result = {
+        "split": split, **result, "seconds": time.perf_counter() - t0, "device": str(param_device(model)[0]),
+        "precision": "bf16" if autocast_dtype is not None else "fp32",
+    }
+    # how fast the estimate ran: decoder passes per second, and its FLOP rate against this machine's matmul rate
+    dec_flops = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
+    result["decodes_per_s"] = result["decodes"] / max(result["log_likelihood_seconds"], 1e-9)
+    result["decoder_gflops"] = result["decodes_per_s"] * dec_flops / 1e9
+    result["matmul_peak_gflops"] = matmul_peak_gflops(device=param_device(model)[0], dtype=autocast_dtype or torch.float32)
+    result["note"] = LIKELIHOOD_NOTE
+    if "bits_per_dim_8bit" in result:
+        result["dequantization_note"] = DEQUANTIZATION_NOTE
+    if save:
+        run.write_json(f"eval_{split}.json", result)
+    return result

@@ -1,0 +1,152 @@
+"""``vaekit figures``: a run's figures, drawn from its model, data and metrics.
+
+elbo_curve.png, samples.png, reconstructions.png, latent_map.png, latent_scatter.png and
+interpolations.png (see ``write_run_figures``); a figure the data cannot give is skipped with a
+note, never the rest of the run's files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..checkpoint import CHECKPOINT, load_checkpoint
+from ..config import TrainConfig
+from ..data import ImageData, to_float
+from ..evaluation import seeded_rng
+from ..latents import interpolate, latent_grid, pca, posterior_means, reconstruct
+from ..model import VAE, generate_images
+from ..plots import plot_elbo_curve, plot_interpolations, plot_latent_map, plot_latent_scatter, plot_reconstructions, plot_samples
+from ..runfolder import RunFolder, split_images
+from .report import report_run
+
+__all__ = ["write_run_figures", "figures_run", "FigureSkipped"]
+
+
+def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
+    """(Re)draw a finished run's figures and report from its files; returns the paths written."""
+    run = RunFolder(run_dir)
+    model = run.load_model(device)
+    data = run.load_data()
+    batch_elbos = None
+    if (run / CHECKPOINT).exists():
+        _, state, _ = load_checkpoint(run.path)
+        batch_elbos = state.elbos.tolist()
+    rows = [r for r in run.metrics() if "steps" in r and "train_elbo" in r]  # the curve's points
+    notes: list[str] = []
+    written = write_run_figures(model, data, run.train_config(), run.path, rows, batch_elbos, global_batch=run.global_batch(), notes=notes)
+    written.append(report_run(run.path, model=model, data=data, notes=notes))
+    return written
+
+
+def write_run_figures(
+    model: VAE, data: ImageData, train_cfg: TrainConfig, out: Path, rows: list[dict[str, Any]], batch_elbos: list[float] | None,
+    global_batch: int | None = None, *, notes: list[str] | None = None,
+) -> list[Path]:
+    """Draw a run's figures into ``out``; returns their paths.
+
+    elbo_curve.png (per-step train ELBO, per-epoch train and test; skipped without a
+    history), samples.png (64 draws from the prior), reconstructions.png (16 test images,
+    or all of a smaller test set, and their reconstructions), latent_map.png (decoded grid:
+    the prior's quantiles for K=2, the two principal directions of the test posterior means
+    for K>2, which needs 3 test images), latent_scatter.png (test posterior means coloured
+    by label, PCA for K>2) and interpolations.png (8 pairs of test images, or as many as a
+    smaller test set has, 10 steps). Deterministic given the seed.
+    ``global_batch``: images per optimizer step (batch_size x processes; default batch_size).
+
+    A figure that cannot be drawn (too few test images, or an error) is skipped, never the
+    rest: one line on stderr names it and says why, the same line is appended to ``notes``
+    (for the report), and an older file of its name is removed, so that no figure of
+    another run is left in its place.
+    """
+    device = next(model.parameters()).device
+    test = split_images(data, train_cfg, "test")
+    m = len(test)  # test images
+    written: list[Path] = []
+    notes = [] if notes is None else notes
+    cache: dict[str, Tensor] = {}
+
+    def draw(name: str, fn: Callable[[Path], None]) -> None:
+        if _draw_figure(out / name, fn, notes):
+            written.append(out / name)
+
+    def means() -> Tensor:  # [M, K] the test set's posterior means, computed once
+        if "means" not in cache:
+            cache["means"] = posterior_means(model, test)
+        return cache["means"]
+
+    if batch_elbos:
+        steps_per_epoch = math.ceil(len(data.train_uint8) / (global_batch or train_cfg.batch_size))
+        draw("elbo_curve.png", lambda p: plot_elbo_curve(batch_elbos, p, rows, steps_per_epoch))
+    with seeded_rng(train_cfg.seed, device):
+        draw("samples.png", lambda p: plot_samples(generate_images(model, n_images=64), p))
+        order = torch.randperm(m)  # [M] which test images to show
+    shown = order[: min(16, m)]  # [S] up to 16 test images
+    draw("reconstructions.png", lambda p: plot_reconstructions(to_float(test[shown]), reconstruct(model, test[shown]), p))
+    draw("latent_map.png", lambda p: _draw_latent_map(model, means, m, p))
+    draw("latent_scatter.png", lambda p: _draw_latent_scatter(means(), data, p))
+    draw("interpolations.png", lambda p: _draw_interpolations(model, test, order, p))
+    return written
+
+
+class FigureSkipped(Exception):
+    """A figure that the data cannot give (the message says why); ``write_run_figures`` notes it and goes on."""
+
+
+def _draw_figure(path: Path, fn: Callable[[Path], None], notes: list[str]) -> bool:
+    """``fn(path)``; on any error (VAEKIT_DEBUG set: re-raised) one note on stderr and in ``notes``, and no file at ``path``."""
+    try:
+        fn(path)
+        return True
+    except Exception as e:  # noqa: BLE001 - one figure must never cost the run its other files
+        if os.environ.get("VAEKIT_DEBUG") and not isinstance(e, FigureSkipped):
+            raise
+        why = str(e) if isinstance(e, FigureSkipped) else f"{type(e).__name__}: {e}"
+        note = f"{path.name} skipped: {why}"
+        notes.append(note)
+        print(f"vaekit: note: {note}", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)  # not an older run's figure in its place
+        return False
+
+
+def _draw_latent_map(model: VAE, means: Callable[[], Tensor], m: int, path: Path) -> None:
+    if model.K != 2 and m < 3:
+        raise FigureSkipped(
+            f"for K={model.K} the map spans the two principal directions of the test posterior means, which needs "
+            f"at least 3 test images; the test set has {m}"
+        )
+    grid, what = latent_grid(model, n=15, means=None if model.K == 2 else means())
+    plot_latent_map(grid, path, what)
+
+
+def _draw_latent_scatter(means: Tensor, data: ImageData, path: Path) -> None:
+    """The test posterior means [M, K] in 2-D: as they are for K=2, else their PCA projection."""
+    M, K = means.shape
+    images = f"{M} test image{'s' * (M != 1)}"
+    if K == 2:
+        points, axes, title = means, ("E[z_0|x]", "E[z_1|x]"), f"posterior means of the {images}"
+    else:
+        center, dirs, _ = pca(means, 2)
+        points = (means - center) @ dirs.T  # [M, 2]
+        axes, title = ("PC 1", "PC 2"), f"posterior means of the {images} (PCA of K={K})"
+    labels = data.test_labels if data.info.labelled else None  # no labels: one colour
+    plot_latent_scatter(points, labels, path, axes, title)
+
+
+def _draw_interpolations(model: VAE, test: Any, order: Tensor, path: Path) -> None:
+    """8 pairs of test images not among the reconstructions (order[16:32]); from a smaller test set, as many
+    disjoint pairs as it has (up to 8)."""
+    m = len(order)
+    if m < 2:
+        raise FigureSkipped(f"an interpolation needs a pair of test images; the test set has {m}")
+    p = 8 if m >= 32 else min(8, m // 2)  # pairs
+    pairs = (order[16:32] if m >= 32 else order[: 2 * p]).reshape(2, p)  # [2, P]
+    plot_interpolations(interpolate(model, test[pairs[0]], test[pairs[1]], steps=10), path)
+
+

@@ -1,0 +1,324 @@
+"""``vaekit train``: train a VAE as configured and write its run folder (``vaekit.runfolder``).
+
+Data-parallel (under torchrun): every rank trains and evaluates its share, only rank 0
+writes files; resuming reads the run folder on every rank (on several machines it must
+be on a filesystem they share).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import __version__, distributed
+from ..checkpoint import CHECKPOINT, CheckpointError, RunLock, TrainState, load_checkpoint, remove_stale_temp_files, save_checkpoint
+from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict, resolve_device, resolve_precision, validate
+from ..data import ImageData, check_min_images, load_dataset
+from ..evaluation import evaluate_elbo, seeded_rng
+from ..model import VAE, build_model, describe_model, generate_images
+from ..objectives import make_objective
+from ..plots import image_grid
+from ..registry import loaded_plugins
+from ..runfolder import RUN_FILES, RunFolder, split_images, training_images
+from ..train import fit, set_seed
+from .figures import write_run_figures
+from .report import report_run
+
+__all__ = ["train_run", "fit_batch_to_data", "monitor_subset", "objective_name"]
+
+
+MONITOR_SEED = 20_261_125  # the fixed draw of the monitor's test images
+
+
+def monitor_subset(images: torch.Tensor, n: int | None) -> torch.Tensor:
+    """The per-epoch monitor's ``n`` test images: a fixed random subset (the same in every run), in order; all if n is None.
+
+    Random, not the first n: MNIST's test set is ordered by writer population, and its first
+    5,000 images score about 20 nats differently from the whole set.
+    """
+    if n is None or n >= len(images):
+        return images
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(MONITOR_SEED))[:n].sort().values  # [n]
+    return images[pick]
+
+
+def _refuse_existing_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output path {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {out} already exists and is not empty; pass --overwrite or choose another --out")
+
+
+def _make_out_dir(out: Path) -> None:
+    """Create ``out`` and check that a file can be written in it (a clear error if not)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
+        probe.close()
+    except OSError as e:
+        raise OSError(e.errno, f"output folder {out} is not writable: {e.strerror}") from None
+
+
+def train_run(
+    model_cfg: ModelConfig | None,
+    train_cfg: TrainConfig | None,
+    out_dir: str | Path,
+    *,
+    data_cfg: DataConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    resume: bool = False,
+    device: str | None = None,
+) -> Path:
+    """Train a VAE as configured and write the run folder ``out_dir``; returns its path.
+
+    ``data_cfg`` says how to read ``train_cfg.dataset`` (image size, channels, test split,
+    bad files; ``DataConfig()`` by default). With ``resume=True`` the configs come from
+    ``out_dir/config.json`` (pass None) and training continues from
+    ``out_dir/checkpoint.safetensors``; ``device`` may move it. The process holds the
+    folder's lock (``checkpoint.RunLock``) while it writes there, and first removes the
+    temporary files of saves that a kill interrupted (``remove_stale_temp_files``).
+
+    A ``batch_size`` larger than the training set trains on the whole set as one batch
+    (one process; a note says so, and config.json records the batch used and the note);
+    a data-parallel run whose global batch is larger is refused. A figure that cannot
+    be drawn is skipped with a note (``write_run_figures``); the model, metrics and
+    report are written regardless.
+    """
+    out = Path(out_dir)
+    dist_info = distributed.current()
+    main = dist_info is None or dist_info.is_main  # the only process that writes files
+    with contextlib.ExitStack() as stack:
+        if resume:
+            if not out.is_dir():
+                raise CheckpointError(f"cannot resume: run folder {out} does not exist")
+            if main:
+                _lock_run_folder(out, stack)
+        else:
+            assert model_cfg is not None and train_cfg is not None
+            validate(model_cfg)
+            validate(train_cfg)
+            distributed.run_on_main(lambda: _refuse_existing_out_dir(out, overwrite))  # before the data is loaded
+        return _train_run(
+            model_cfg, train_cfg, data_cfg or DataConfig(), out, stack, overwrite=overwrite, progress=progress, resume=resume, device=device,
+        )
+
+
+#: what training writes in a run folder (under its lock): their interrupted saves' temporary files are removed
+TRAINING_FILES = frozenset(RUN_FILES)
+
+
+def _lock_run_folder(out: Path, stack: contextlib.ExitStack) -> None:
+    """Take the run folder's lock until the run ends (``stack``), then remove the temporary files that
+    saves interrupted by a kill left there: only ``atomic_write``'s of the files training writes."""
+    stack.enter_context(RunLock(out))
+    removed = remove_stale_temp_files(out, TRAINING_FILES)
+    if removed:
+        names = ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else "")
+        print(f"note: removed {len(removed)} temporary file{'s' * (len(removed) > 1)} that interrupted saves left in {out} "
+              f"({names})", flush=True)
+
+
+def fit_batch_to_data(train_cfg: TrainConfig, n_train: int, world: int = 1) -> str | None:
+    """A batch larger than the ``n_train`` training images becomes the whole set (one process): sets
+    ``train_cfg.batch_size`` and returns the note that says so; None when nothing changes. A data-parallel
+    run is left as it is (``check_min_images`` refuses it: each process needs its own share of a batch)."""
+    if world != 1 or train_cfg.batch_size <= n_train:
+        return None
+    note = (f"batch size {train_cfg.batch_size} is larger than the {n_train} training images; "
+            f"training on all {n_train} as one batch")
+    train_cfg.batch_size = n_train
+    return note
+
+
+def _read_resume(out: Path, device: str | None, main: bool) -> tuple[Any, ...]:
+    """A run folder's configs and checkpoint: (meta, model_cfg, train_cfg, data_cfg, model state_dict, TrainState, rows)."""
+    run = RunFolder(out)
+    meta, model_cfg, train_cfg, data_cfg = run.meta, run.model_config(), run.train_config(), run.data_config()
+    if device is not None:
+        train_cfg.device = device
+    model_sd, state, rows = load_checkpoint(out)
+    if state.finished and main:
+        print(f"the run in {out} already finished ({state.step} steps); nothing to resume")
+    return meta, model_cfg, train_cfg, data_cfg, model_sd, state, rows
+
+
+def _train_run(
+    model_cfg: ModelConfig | None, train_cfg: TrainConfig | None, data_cfg: DataConfig, out: Path, stack: contextlib.ExitStack, *,
+    overwrite: bool, progress: bool, resume: bool, device: str | None,
+) -> Path:
+    state, rows, model_sd, notes = None, [], None, []
+    dist_info = distributed.current()
+    world = 1 if dist_info is None else dist_info.world_size
+    main = dist_info is None or dist_info.is_main
+    if resume:
+        meta, model_cfg, train_cfg, data_cfg, model_sd, state, rows = _read_resume(out, device, main)
+    assert model_cfg is not None and train_cfg is not None
+    train_device = resolve_device(train_cfg.device)  # fail early on an unavailable device
+
+    data = load_dataset(train_cfg.dataset, config=data_cfg, progress=progress and main)
+    if not resume and (note := fit_batch_to_data(train_cfg, len(data.train_uint8), world)) is not None:
+        notes.append(note)  # config.json records the batch used, so a resume trains the same
+        print(f"note: {note}", flush=True)
+    global_batch = train_cfg.batch_size * world
+    check_min_images(data, global_batch, world)
+    image_shape = tuple(data.train_uint8.shape[1:])  # [C, H, W]
+    model_cfg = model_cfg.resolved(image_shape)  # the arch is recorded in config.json, so load_run rebuilds the same
+    set_seed(train_cfg.seed)
+    model = build_model(model_cfg, image_shape)  # before anything is written: a shape the arch can't take fails here
+    autocast_dtype, why = resolve_precision(train_cfg.precision, train_device)
+    precision = "bf16" if autocast_dtype is not None else "fp32"
+    if main:
+        print(describe_model(model, model_cfg.arch), flush=True)
+        print(f"precision: {precision} ({why})", flush=True)
+        before = rows[-1].get("precision") if rows and isinstance(rows[-1], dict) else None
+        if resume and before is not None and before != precision:
+            print(f"note: the checkpoint was trained in {before}; it goes on in {precision} (same weights and optimizer, "
+                  "so not bit-identical to an uninterrupted run)", flush=True)
+    if not resume:
+
+        def make_out_dir() -> None:
+            _make_out_dir(out)
+            _lock_run_folder(out, stack)  # before anything in the folder changes
+            (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
+
+        distributed.run_on_main(make_out_dir)
+    test_images = split_images(data, train_cfg, "test")
+    tensorboard = _tensorboard_writer(out) if train_cfg.tensorboard and main else None
+    if resume:
+        try:
+            model.load_state_dict(model_sd)
+        except RuntimeError as e:
+            raise CheckpointError(f"{out / CHECKPOINT}: the model weights do not fit config.json: {e}") from None
+    else:
+        meta = _run_meta(model_cfg, train_cfg, data_cfg, data, train_device, (precision, why), notes)
+        if dist_info is not None:
+            meta["distributed"] = {"world_size": world, "backend": dist_info.backend, "global_batch_size": global_batch}
+        if main:
+            RunFolder(out).write_config(meta)
+
+    on_epoch_end = _epoch_hook(model, train_cfg, test_images, rows, (precision, autocast_dtype), tensorboard)
+
+    def on_checkpoint(st: TrainState) -> None:
+        if main:  # the other ranks hold the same state; they go on and wait at the next collective
+            save_checkpoint(out, model.state_dict(), st, rows, meta)
+
+    if state is not None and state.finished:  # only the figures may be missing (killed while drawing)
+        batch_elbos = state.elbos.tolist()
+    else:
+        result = fit(
+            model, training_images(data), train_cfg, progress=progress,
+            on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint, resume=state,
+        )
+        batch_elbos = result.batch_elbos
+
+    if tensorboard is not None:
+        tensorboard.close()
+    if not main:
+        return out
+    figure_notes: list[str] = []  # the model and metrics are saved; no figure may keep the report from being written
+    write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch, notes=figure_notes)
+    report_run(out, model=model, data=data, notes=figure_notes)
+    return out
+
+
+def _run_meta(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data: ImageData, device: torch.device,
+    precision: tuple[str, str], notes: list[str],
+) -> dict[str, Any]:
+    """What config.json holds: the configs, the dataset, device, precision (used, why), versions, time and notes."""
+    image_shape = list(data.train_uint8.shape[1:])  # [C, H, W]
+    meta = {
+        "vaekit_version": __version__,
+        "model": config_to_dict(model_cfg),
+        "train": config_to_dict(train_cfg),
+        "data_config": config_to_dict(data_cfg),
+        "data": {
+            "name": data.name, "image_size": image_shape[-1], "image_shape": image_shape,
+            "train_images": len(data.train_uint8), "test_images": len(data.test_uint8),
+            "info": data.info.to_dict(),
+        },
+        "device": str(device),
+        "precision": {"used": precision[0], "reason": precision[1]},
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if loaded_plugins():  # parts from plugin files: loading the run imports them again
+        meta["plugins"] = loaded_plugins()
+    if notes:
+        meta["notes"] = list(notes)
+    return meta
+
+
+def _epoch_hook(
+    model: VAE, train_cfg: TrainConfig, test_images: Any, rows: list[dict[str, Any]], precision: tuple[str, torch.dtype | None],
+    tensorboard: Any,
+) -> Callable[[int, dict[str, Any]], None]:
+    """``fit``'s on_epoch_end: evaluate on the test set and append the epoch's row of metrics to ``rows``."""
+
+    def on_epoch_end(epoch: int, stats: dict[str, Any]) -> None:
+        # before the last epoch a cheaper monitor (a subset, fewer samples of z); the last row is the full evaluation
+        final = bool(stats.get("final", True))
+        images = test_images if final else monitor_subset(test_images, train_cfg.monitor_images)
+        n_samples = train_cfg.eval_samples if final else train_cfg.monitor_samples
+        test = evaluate_elbo(model, images, n_samples=n_samples, seed=train_cfg.seed, sharded=True, autocast_dtype=precision[1])
+        row = {
+            "epoch": epoch + 1,
+            "steps": stats["steps"],
+            "train_elbo": stats["train_elbo"],
+            "test_elbo": test["elbo"],
+            "test_elbo_se": test["elbo_se"],
+            "test_rec": test["rec"],
+            "test_kl": test["kl"],
+            "test_images": len(images),
+            "test_samples": n_samples,
+            "precision": stats.get("precision", precision[0]),
+            "sigma_x": stats["sigma_x"] if model.likelihood.has_scale else None,
+            "skipped_nonfinite": stats["skipped"],
+            "seconds": stats["seconds"],
+        }
+        if "train_objective" in stats:  # a beta-weighted or IWAE loss, under its own name
+            row["train_objective"] = stats["train_objective"]
+            row["objective"] = objective_name(train_cfg)
+        rows.append(row)
+        if tensorboard is not None:
+            _tensorboard_epoch(tensorboard, model, rows[-1], train_cfg.seed)
+
+    return on_epoch_end
+
+
+def objective_name(train_cfg: TrainConfig) -> str:
+    """How the training objective is named in metrics: e.g. "elbo", "elbo(beta=4)", "iwae(k=50)"."""
+    name = make_objective(train_cfg.objective, train_cfg.PARTS["objective"].pick_options(train_cfg.objective, train_cfg.options)).describe()
+    if train_cfg.beta != 1.0 or train_cfg.kl_warmup > 0:
+        warm = f", warm-up {train_cfg.kl_warmup} steps" if train_cfg.kl_warmup > 0 else ""
+        name += f" with beta={train_cfg.beta:g}{warm}"
+    return name
+
+
+def _tensorboard_writer(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ValueError(f"--tensorboard needs the tensorboard package (pip install 'vaekit[tensorboard]'): {e}") from None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def _tensorboard_epoch(writer: Any, model: VAE, row: dict[str, Any], seed: int) -> None:
+    """Scalars (ELBOs, sigma_x) and a grid of samples for one epoch."""
+    step = row["epoch"]
+    for key in ("train_elbo", "test_elbo", "test_rec", "test_kl", "sigma_x"):
+        if row.get(key) is not None:
+            writer.add_scalar(f"elbo/{key}" if "elbo" in key else f"terms/{key}", row[key], step)
+    with seeded_rng(seed, next(model.parameters()).device):
+        images = generate_images(model, n_images=64).clamp(0, 1).cpu()  # [64, C, H, W]
+    grid = image_grid(images)  # [H', W'] grey or [H', W', 3] colour
+    writer.add_image("samples", grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
+    writer.flush()
