@@ -27,7 +27,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from .architectures import build_networks, count_parameters, flops_per_image
+from .architectures import ARCHITECTURES, build_networks, count_parameters, flops_per_image
 from .config import ModelConfig
 from .likelihoods import Likelihood, make_likelihood
 from .objectives import make_objective
@@ -231,14 +231,14 @@ def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int] = (1, 
     """
     cfg = model_cfg.resolved(image_shape)
     cfg.check_options()
+    c, h, w = image_shape
+    if min(c, h, w) < 1:
+        raise ValueError(f"image shape must be [C, H, W] with positive sizes, got {list(image_shape)}")
     posterior = make_posterior(cfg.posterior, cfg.PARTS["posterior"].pick_options(cfg.posterior, cfg.options))
-    encoder, decoder = build_networks(
-        cfg.arch, cfg.PARTS["arch"].pick_options(cfg.arch, cfg.options), image_shape, cfg.latent_dim,
-        posterior.num_params(cfg.latent_dim),
-    )
     likelihood = make_likelihood(cfg.likelihood, cfg.PARTS["likelihood"].pick_options(cfg.likelihood, cfg.options))
-    prior = make_prior(cfg.prior, cfg.latent_dim, tuple(image_shape), cfg.PARTS["prior"].pick_options(cfg.prior, cfg.options))
-    return VAE(encoder, decoder, cfg.latent_dim, likelihood=likelihood, posterior=posterior, image_shape=image_shape, prior=prior)
+    prior = make_prior(cfg.prior, cfg.latent_dim, (c, h, w), cfg.PARTS["prior"].pick_options(cfg.prior, cfg.options))
+    arch = ARCHITECTURES[cfg.arch](cfg.part_options("arch"))
+    return arch.build_model((c, h, w), cfg.latent_dim, likelihood, posterior, prior)
 
 
 def describe_model(model: VAE, arch: str) -> str:
