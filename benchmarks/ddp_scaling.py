@@ -58,7 +58,8 @@ def worker(args: argparse.Namespace) -> None:
 def launch(nproc: int, args: argparse.Namespace, one_core: bool = False) -> dict:
     # one process: plain vaekit.fit, no process group (the baseline DDP is measured against)
     launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    cmd = [sys.executable, *launcher, os.path.abspath(__file__), "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+    cmd = [sys.executable, *launcher, os.path.abspath(__file__), "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--batch-size", str(args.batch_size),
            "--samples", str(args.samples), "--device", args.device, *(["--one-core"] if one_core else [])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -20,8 +20,9 @@ import argparse
 import torch
 from torch import nn
 
-from common import machine
 from vaekit import SimpleVAE, TrainConfig, binarize, fit, latent_stats, load_dataset, set_seed
+
+from common import machine
 
 
 def dead_channels(encoder: nn.Module, x: torch.Tensor) -> list[float]:

@@ -21,11 +21,12 @@ import time
 
 import torch
 
-from common import machine
 from vaekit import SimpleVAE, log_likelihood
 from vaekit.config import ModelConfig
 from vaekit.evaluation import MAX_DECODES, MAX_DECODES_CPU
 from vaekit.model import build_model
+
+from common import machine
 
 
 def timed(model, x, k, max_decodes):

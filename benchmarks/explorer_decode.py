@@ -25,11 +25,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from explorer_models import stand_in  # noqa: E402
-from webdriver import Browser  # noqa: E402
-
 from vaekit.explorer import explorer_html  # noqa: E402
 from vaekit.report import write_report  # noqa: E402
+
+from explorer_models import stand_in  # noqa: E402
+from webdriver import Browser  # noqa: E402
 
 CASES = [  # name, kind, K, (C, H, W)
     ("assignment (SimpleVAE K=2, 32 filters), 1x28x28", "assignment", 2, (1, 28, 28)),

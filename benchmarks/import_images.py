@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import machine
 from vaekit import load_dataset
 from vaekit.config import DataConfig
 from vaekit.data import IMAGE_SUFFIXES
 from vaekit.data.parallel import n_workers
+
+from common import machine
 
 
 def write_pngs(folder: pathlib.Path, n: int) -> None:

@@ -32,12 +32,13 @@ from pathlib import Path
 
 import torch
 
-from common import machine
 from vaekit import evaluate_elbo, latent_stats, load_dataset, log_likelihood, set_seed
 from vaekit.config import ModelConfig, TrainConfig
 from vaekit.data import binarize
 from vaekit.model import build_model
 from vaekit.train import fit
+
+from common import machine
 
 PAPER = {"vae": 86.76, "iwae5": 85.54, "iwae50": 84.78}  # Burda et al. 2016, Table 1, 1 stochastic layer
 ROWS = {

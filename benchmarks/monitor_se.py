@@ -16,14 +16,14 @@ import math
 
 import torch
 
-from common import machine
-from vaekit.config import TrainConfig
+from vaekit.commands.train import monitor_subset
 from vaekit.data import load_dataset
 from vaekit.evaluation import seeded_rng
-from vaekit.commands.train import monitor_subset
-from vaekit.runfolder import RunFolder, load_run, split_images
 from vaekit.model import eval_mode
 from vaekit.objectives import make_objective
+from vaekit.runfolder import RunFolder, load_run, split_images
+
+from common import machine
 
 
 def main() -> None:

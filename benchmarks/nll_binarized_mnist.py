@@ -21,9 +21,10 @@ import json
 import time
 from pathlib import Path
 
-from common import machine
-from vaekit.config import ModelConfig, TrainConfig
 from vaekit.commands import eval_run, train_run
+from vaekit.config import ModelConfig, TrainConfig
+
+from common import machine
 
 LITERATURE_NLL = 86.76  # Burda et al. 2016, VAE with 1 stochastic layer, k=5000
 

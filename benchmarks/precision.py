@@ -24,11 +24,12 @@ import math
 import statistics
 import time
 
-from common import machine
 from vaekit import TrainConfig, fit, load_dataset, resolve_device, set_seed
 from vaekit.config import ModelConfig, cpu_bf16_native, resolve_precision
 from vaekit.evaluation import evaluate_elbo
 from vaekit.model import build_model
+
+from common import machine
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:

@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from common import machine, reference_batches, reference_step
 from vaekit import SimpleVAE, TrainConfig, evaluate_elbo, fit, load_dataset, resolve_device, set_seed
 from vaekit.config import PRESETS, resolve_precision
 from vaekit.plots import save_figure
+
+from common import machine, reference_batches, reference_step
 
 
 def run_reference(data, budget_s: float, eval_every_s: float, seed: int, device) -> list[tuple[float, float]]:

@@ -18,9 +18,10 @@ import time
 
 import torch
 
-from common import PeakRSS, machine, reference_batches, reference_step
 from vaekit import SimpleVAE, TrainConfig, fit, load_dataset, resolve_device, set_seed
 from vaekit.config import PRESETS, resolve_precision
+
+from common import PeakRSS, machine, reference_batches, reference_step
 
 
 def peak_memory(device: torch.device, rss: PeakRSS) -> str:

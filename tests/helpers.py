@@ -1,14 +1,13 @@
 """Plain helpers shared by several test files (the shared fixtures are in conftest.py)."""
 
 import gzip
+import math
 import pathlib
 import pickle
 import struct
 import subprocess
 import sys
 from pathlib import Path
-
-import math
 
 import numpy as np
 import pytest
@@ -241,7 +240,32 @@ def torch_save_payload(sentinel: Path, path: Path) -> None:
 
 
 def vaekit(*args, **kw):
+    """``python -m vaekit ARGS`` started in the background (a Popen with text pipes)."""
     return subprocess.Popen([sys.executable, "-m", "vaekit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def run_vaekit(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """``python -m vaekit ARGS`` run to its end: the exit status and text output."""
+    return subprocess.run([sys.executable, "-m", "vaekit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_checkpoint(run, proc, step_at_least, timeout=120) -> int:
+    """Wait until the run folder's checkpoint holds at least ``step_at_least`` steps (``proc`` still running); its step."""
+    import time
+
+    from vaekit.checkpoint import load_checkpoint
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            _, state, _ = load_checkpoint(run)
+            if state.step >= step_at_least:
+                return state.step
+        except Exception:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint of step {step_at_least} appeared in {run} within {timeout} s")
 
 
 def train_args(dataset, out, extra=()):

@@ -16,14 +16,23 @@ import pytest
 import torch
 
 import vaekit
-from helpers import mount_tmpfs, pickle_payload, torch_save_payload
-from vaekit import SimpleVAE
+from vaekit import SimpleVAE, load_run, train_run
 from vaekit.checkpoint import (
-    CHECKPOINT, DIGEST_KEY, LOCK_FILE, CheckpointError, RunLock, RunLockedError, atomic_write_bytes, load_checkpoint, load_weights,
-    remove_stale_temp_files, save_weights,
+    CHECKPOINT,
+    DIGEST_KEY,
+    LOCK_FILE,
+    CheckpointError,
+    RunLock,
+    RunLockedError,
+    atomic_write_bytes,
+    load_checkpoint,
+    load_weights,
+    remove_stale_temp_files,
+    save_weights,
 )
 from vaekit.config import ModelConfig, TrainConfig
-from vaekit import load_run, train_run
+
+from helpers import mount_tmpfs, pickle_payload, torch_save_payload
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "run_v0_1"
 SRC = Path(vaekit.__file__).parent

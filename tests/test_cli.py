@@ -1,8 +1,6 @@
 """The vaekit command end to end, on a tiny budget."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,6 +8,8 @@ import torch
 from vaekit import load_run
 from vaekit.cli import main
 from vaekit.runfolder import RUN_FILES
+
+from helpers import run_vaekit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--max-steps", "3", "--epochs", "1", "--eval-samples", "1", "--batch-size", "32", "--num-filters", "8", "--no-progress"]
@@ -103,12 +103,8 @@ def test_figures(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
 
 
-def vaekit(*args):
-    return subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True, text=True, timeout=120)
-
-
 def test_missing_run_folder_is_one_clear_line(tmp_path):
-    r = vaekit("sample", str(tmp_path / "nope"))
+    r = run_vaekit("sample", str(tmp_path / "nope"))
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0
@@ -117,7 +113,7 @@ def test_missing_run_folder_is_one_clear_line(tmp_path):
 
 def test_unreadable_run_folder_is_one_clear_line(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
-    r = vaekit("sample", str(tmp_path))
+    r = run_vaekit("sample", str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr and "config.json" in r.stderr
 
 
@@ -148,7 +144,7 @@ def test_cuda_request_without_cuda(tmp_path, capsys):
 
 
 def test_help_lists_the_commands():
-    r = vaekit("--help")
+    r = run_vaekit("--help")
     assert r.returncode == 0
     for cmd in ("train", "sample", "figures"):
         assert cmd in r.stdout

@@ -22,8 +22,9 @@ from PIL import Image
 import vaekit.data.decode as decode
 import vaekit.data.formats.named as named
 import vaekit.data.idx as idx
-from helpers import digits, load_images, make_idx_folder, snapshot, write_flat
 from vaekit.data import DatasetError, default_cache_dir, load_dataset, mnist_files
+
+from helpers import digits, load_images, make_idx_folder, snapshot, write_flat
 
 ENTRY_FILES = [".lock", "manifest.json", "test-labels.npy", "test.npy", "train-labels.npy", "train.npy"]
 
@@ -51,7 +52,7 @@ def test_first_load_writes_a_verified_entry(mnist):
     assert folder.parent == default_cache_dir() / "imports"  # the tests' VAEKIT_CACHE (conftest.py)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["kind"] == "mnist" and manifest["source"] == str(mnist_files()["train_images"].resolve().parent)
-    for role, path in mnist_files().items():
+    for path in mnist_files().values():
         name, size, mtime_ns, md5 = listed(manifest, path.name)
         assert name == str(path.resolve()) and size == path.stat().st_size and mtime_ns == path.stat().st_mtime_ns
         assert md5 == hashlib.md5(gzip.decompress(path.read_bytes())).hexdigest()  # verified against the content

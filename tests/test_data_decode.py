@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import digits, load_images, write_flat
 from vaekit.data import DatasetError, conform_uint8, decode_image
+
+from helpers import digits, load_images, write_flat
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import threading
 import pytest
 
 import vaekit.data.download as download
-from helpers import IDX_NAMES, make_idx_folder
 from vaekit.data import DatasetError, download_mnist, load_dataset
+
+from helpers import IDX_NAMES, make_idx_folder
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -1,7 +1,9 @@
-"""Tests for vaekit.data.errors."""
+"""Tests for vaekit.data.errors: a DatasetError reaches the user as one line naming the source."""
 
-from vaekit.data import DatasetError
+from vaekit.cli import main
 
 
-def test_dataset_error_is_a_value_error():
-    assert issubclass(DatasetError, ValueError)
+def test_a_dataset_error_is_one_clear_line_and_exit_status_2(tmp_path, capsys):
+    assert main(["data", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope" in err and "not an existing folder or file" in err

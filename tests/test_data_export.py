@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_images
 from vaekit.data import ImageData, detect_format, export_png, load_dataset
+
+from helpers import load_images
 
 
 @pytest.fixture

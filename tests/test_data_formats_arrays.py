@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import load_images
 from vaekit.data import DatasetError
+
+from helpers import load_images
 
 
 def sample_npy(folder: Path, monkeypatch) -> Path:

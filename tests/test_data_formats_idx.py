@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import IDX_NAMES, make_idx_folder, write_idx
 from vaekit.data import DataConfig, DatasetError, load_dataset
+
+from helpers import IDX_NAMES, make_idx_folder, write_idx
 
 
 def sample_idx(folder: Path, monkeypatch) -> Path:

@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import digits, load_images, write_flat
 from vaekit.data import DatasetError, decode_image
 from vaekit.data.parallel import PARALLEL_MIN
+
+from helpers import digits, load_images, write_flat
 
 
 def sample_image_folder(folder: Path, monkeypatch) -> Path:

@@ -19,8 +19,9 @@ import pytest
 import torch
 
 import vaekit.data.formats.named as named
-from helpers import IDX_NAMES, make_idx_folder
 from vaekit.data import MNIST_MD5, DataConfig, DatasetError, conform_uint8, load_dataset, mnist_files, read_idx
+
+from helpers import IDX_NAMES, make_idx_folder
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import idx_bytes, write_idx
 from vaekit.data import DatasetError, read_idx
 
+from helpers import idx_bytes, write_idx
 
 GOOD_IMAGES = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
 

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from helpers import DTYPES, grey_images, make_idx_folder
 from vaekit.data import BINARIZE_SEED, DatasetError, DatasetInfo, ImageData, binarize, check_min_images, load_dataset
+
+from helpers import DTYPES, grey_images, make_idx_folder
 
 
 def test_image_data_floats_are_computed_once_and_replace_keeps_working(mnist):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from vaekit import TrainConfig, fit
+from vaekit.config import ModelConfig
 from vaekit.data import NpyRows
 from vaekit.model import build_model
-from vaekit.config import ModelConfig
 
 
 def test_rows_read_on_demand_equal_the_array(tmp_path):

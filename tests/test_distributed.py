@@ -16,20 +16,18 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
 
 from vaekit import SimpleVAE, TrainConfig, fit, rsample, set_seed
-from vaekit.checkpoint import load_weights
+from vaekit.checkpoint import load_checkpoint, load_weights
 from vaekit.cli import default_nproc, main, relaunch_command
 from vaekit.distributed import BatchShard, shard_bounds
 from vaekit.objectives import make_objective
-from vaekit.checkpoint import CHECKPOINT, load_checkpoint
 from vaekit.runfolder import RUN_FILES
 
-from helpers import write_idx
+from helpers import wait_for_checkpoint, write_idx
 
 N_TRAIN, PER_RANK, WORLD = 97, 8, 2
 # float32 sums taken in another order (two shards, then DDP's average, vs one mean) differ by
@@ -234,20 +232,6 @@ def rank_of(pid):
     return int(env.get(b"RANK", b"-1"))
 
 
-def wait_for_checkpoint(run, proc, step_at_least, timeout=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            _, state, _ = load_checkpoint(run)
-            if state.step >= step_at_least:
-                return state.step
-        except Exception:  # noqa: BLE001 - not there yet, or being replaced (atomically)
-            pass
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
-
-
 @pytest.fixture(scope="module")
 def runs(odd_dataset_dir, tmp_path_factory, spy_env):
     """One process with batch 16, and `vaekit train --distributed` on 2 processes with 8 each."""
@@ -301,7 +285,7 @@ def test_only_rank_0_writes_and_prints(runs):
     assert writes, "the spy recorded nothing: the test would prove nothing"
     assert {rank for rank, _, _ in writes} == {"0"}
     assert {os.path.basename(p) for _, kind, p in writes if kind == "write"} == set(RUN_FILES)
-    listing = lambda run: sorted(p.name for p in run.iterdir() if p.name != ".vaekit.lock")  # noqa: E731
+    listing = lambda run: sorted(p.name for p in run.iterdir() if p.name != ".vaekit.lock")
     assert listing(two) == listing(one) == sorted(RUN_FILES)
     assert stdout.count("done in") == 1 and stdout.count("vaekit train: preset") == 1
     assert "2 processes (gloo), global batch 16" in stdout

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from helpers import DTYPES, TOL, rand
 from vaekit import elbo, kl_q_p_exact, kl_q_p_mc, log_prob, rsample
 from vaekit.distributions import kl_diag_std_normal, log_bernoulli, log_prob_diag, rsample_diag
+
+from helpers import DTYPES, TOL, rand
 
 SHAPES = [(1, 1, 1), (1, 3, 2), (4, 1, 2), (2, 5, 1), (8, 10, 2), (3, 7, 16)]  # (B, N, K)
 
@@ -582,7 +583,7 @@ def test_elbo_float32_overflow_is_plus_inf_not_nan():
     for dtype in (torch.float32, torch.float64):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            results[dtype] = elbo(x.to(dtype), pq.to(dtype), n, lambda z: z @ w.to(dtype), -20.0)
+            results[dtype] = elbo(x.to(dtype), pq.to(dtype), n, lambda z, dtype=dtype: z @ w.to(dtype), -20.0)
             torch.manual_seed(0)
             z = ref_dist(pq.to(dtype)).rsample([n]).permute(1, 0, 2)
         mu_x = (z @ w.to(dtype)).double()

@@ -13,11 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from explorer_models import Likelihood, MySequential, StandIn, stand_in
-from test_report import Page, make_run
 from vaekit.explorer import UnsupportedDecoder, decoder_spec, explorer_html, script_hashes
 from vaekit.gmm import fit_gmm
 from vaekit.report import build_report
+
+from explorer_models import Likelihood, MySequential, StandIn, stand_in
+from test_report import Page, make_run
 
 
 def _data(fragment: str) -> dict:
@@ -97,8 +98,8 @@ def test_embedded_weights_round_trip_byte_exactly(kind, k, shape):
 def test_decoder_spec_walks_sequential_subclasses_in_order():
     dec = MySequential(nn.Linear(2, 12), MySequential(nn.ReLU(), nn.Sequential(nn.Unflatten(1, (3, 2, 2)))), nn.Conv2d(3, 1, 1))
     layers, weights = decoder_spec(dec, 2)
-    assert [l["type"] for l in layers] == ["Linear", "ReLU", "Unflatten", "Conv2d"]
-    assert [l["path"] for l in layers] == ["decoder.0", "decoder.1.0", "decoder.1.1.0", "decoder.2"]
+    assert [layer["type"] for layer in layers] == ["Linear", "ReLU", "Unflatten", "Conv2d"]
+    assert [layer["path"] for layer in layers] == ["decoder.0", "decoder.1.0", "decoder.1.1.0", "decoder.2"]
     assert weights.dtype == torch.float32 and weights.numel() == 2 * 12 + 12 + 3 + 1
 
 

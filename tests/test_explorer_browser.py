@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from explorer_models import Likelihood, stand_in, torch_mean_image
-from test_report import COLOURS, _png, make_run
 from vaekit.explorer import explorer_html
 from vaekit.gmm import fit_gmm
 from vaekit.report import write_report
+
+from explorer_models import Likelihood, stand_in, torch_mean_image
+from test_report import COLOURS, _png, make_run
 from webdriver import Browser, chromedriver, chromium
 
 pytestmark = [

@@ -67,7 +67,8 @@ def test_log_prob_in_higher_dimension_matches_torch():
               a @ a.transpose(1, 2) + 0.1 * torch.eye(k, dtype=torch.float64))
     x = torch.randn(300, k, generator=gen, dtype=torch.float64) * 3
     assert torch.allclose(gmm.log_prob(x), _reference(gmm).log_prob(x), rtol=0, atol=1e-9)
-    assert torch.allclose(standard_normal_log_prob(x), MultivariateNormal(torch.zeros(k, dtype=torch.float64), torch.eye(k, dtype=torch.float64)).log_prob(x), atol=1e-9)
+    ref = MultivariateNormal(torch.zeros(k, dtype=torch.float64), torch.eye(k, dtype=torch.float64))
+    assert torch.allclose(standard_normal_log_prob(x), ref.log_prob(x), atol=1e-9)
 
 
 def test_sampling_matches_the_moments():
@@ -150,10 +151,9 @@ def tiny_run(tmp_path_factory, tiny_dataset_dir):
 def test_cli_sample_gmm_fits_saves_measures_and_reports(tiny_run, capsys):
     import json
 
+    from vaekit import load_dataset, load_run
     from vaekit.cli import main
     from vaekit.latents import posterior_means
-    from vaekit import load_run
-    from vaekit import load_dataset
 
     capsys.readouterr()
     assert main(["sample", str(tiny_run), "--sampler", "gmm", "--components", "3", "--n", "16"]) == 0

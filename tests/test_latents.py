@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SIZE, grey_images, rand, tiny
 from vaekit.latents import interpolate, latent_grid, pca, posterior_means, reconstruct
+
+from helpers import SIZE, grey_images, rand, tiny
 
 
 def numpy_pca(points):

@@ -42,7 +42,7 @@ def test_continuous_bernoulli_normalizer_and_mean_match_numerical_integration(la
     """C(lambda) = 1 / int_0^1 lambda^x (1 - lambda)^(1 - x) dx, also at and near 1/2 where the formula is 0/0."""
     lam_t = torch.tensor(lam, dtype=torch.float64)
     logit = torch.log(lam_t) - torch.log1p(-lam_t)
-    density = lambda t: lam_t**t * (1 - lam_t) ** (1 - t)  # noqa: E731
+    density = lambda t: lam_t**t * (1 - lam_t) ** (1 - t)
     integral = simpson(density)
     torch.testing.assert_close(log_cb_normalizer(logit), -torch.log(integral), rtol=0, atol=1e-12)
     mean = simpson(lambda t: t * density(t)) / integral

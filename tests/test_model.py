@@ -6,8 +6,9 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from helpers import SIZE, TOL, grey_images, model_terms, rand, ref_terms, tiny
 from vaekit import SimpleVAE, generate_images, set_seed
+
+from helpers import SIZE, TOL, grey_images, model_terms, rand, ref_terms, tiny
 
 ASSIGNMENT_KEYS = [
     "log_sig_x",

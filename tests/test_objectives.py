@@ -9,11 +9,12 @@ import math
 import pytest
 import torch
 
-from helpers import SIZE, linear_gaussian, tiny
 from vaekit import SimpleVAE
 from vaekit.config import TrainConfig
 from vaekit.objectives import OBJECTIVES, Objective, Terms, make_objective
 from vaekit.train import kl_beta
+
+from helpers import SIZE, linear_gaussian, tiny
 
 
 def objective(name, samples=2):

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from helpers import TOL, grey_images, linear_gaussian, model_terms, ref_terms, tiny
 from vaekit import SimpleVAE
 from vaekit.checkpoint import load_weights
 from vaekit.objectives import make_objective
+
+from helpers import TOL, grey_images, linear_gaussian, model_terms, ref_terms, tiny
 
 
 def elbo(model, x, samples=1, **kw):

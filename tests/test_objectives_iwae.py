@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from helpers import linear_gaussian, reference_log_w
 from vaekit.objectives import make_objective
+
+from helpers import linear_gaussian, reference_log_w
 
 
 def iwae(model, x, samples=1, **kw):

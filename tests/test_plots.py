@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import vaekit.plots as plots
-from helpers import grey_images, rand, tiny
 from vaekit.latents import interpolate, latent_grid
+
+from helpers import grey_images, rand, tiny
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

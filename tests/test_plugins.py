@@ -5,8 +5,8 @@ that the later commands find the parts again without being told."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +14,18 @@ import pytest
 
 from vaekit.registry import REGISTRIES, discover
 
+from helpers import run_vaekit
+
 TOY = Path(__file__).parent / "fixtures" / "toy_parts.py"
 KINDS = {"arch": "toy-linear", "likelihood": "toy-laplace", "posterior": "toy-fixed", "prior": "toy-wide",
          "objective": "toy-free-nats", "dataset format": "toy-csv", "sampler": "toy-shrunk"}
 
 
 def vaekit(*args: str, cwd: Path, env_plugins: str | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    env = dict(os.environ)
-    env.pop("VAEKIT_PLUGINS", None)
+    env = {k: v for k, v in os.environ.items() if k != "VAEKIT_PLUGINS"}
     if env_plugins:
         env["VAEKIT_PLUGINS"] = env_plugins
-    return subprocess.run([sys.executable, "-m", "vaekit", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    return run_vaekit(*args, cwd=cwd, env=env)
 
 
 def test_the_toy_file_has_a_part_of_every_kind():

@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
-from helpers import tiny
 from vaekit import VAE
 from vaekit.priors import PRIORS, Prior, make_prior
+
+from helpers import tiny
 
 K = 2
 

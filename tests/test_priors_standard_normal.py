@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch.distributions import Independent, Normal
 
-from helpers import tiny
 from vaekit.priors.standard_normal import StandardNormal
+
+from helpers import tiny
 
 
 def test_log_prob_is_the_standard_normal_and_it_has_no_parameters():

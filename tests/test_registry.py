@@ -88,7 +88,7 @@ def test_the_train_commands_flags_do_not_collide():
     seen: dict[str, str] = {}
     for cls in (ModelConfig, TrainConfig):
         for reg in cls.PARTS.values():
-            for name, (f, owners) in reg.option_fields().items():
+            for name, (_, owners) in reg.option_fields().items():
                 assert name not in fields, f"option {name} of {reg.kind} {owners} is also a config field"
                 assert seen.setdefault(name, reg.kind) == reg.kind, f"option {name} of two kinds"
                 types = {str(g.type) for o in owners for g in dataclasses.fields(reg[o].Options) if g.name == name}

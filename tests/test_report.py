@@ -5,7 +5,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,6 +13,8 @@ import pytest
 
 from vaekit.checkpoint import CheckpointError
 from vaekit.report import build_report, write_report
+
+from webdriver import chromium
 
 INJECTED = "<script>alert(1)</script>"
 
@@ -238,16 +239,8 @@ def test_write_is_atomic_and_replaces_an_existing_report(tmp_path, pngs):
     assert not [p for p in run.iterdir() if p.name.startswith(".")]
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (Debian: chromium)")
+@pytest.mark.skipif(chromium() is None, reason="headless Chromium is not installed (Debian: chromium)")
 def test_report_renders_offline_in_headless_chromium(tmp_path, pngs):
     import numpy as np
     from matplotlib.image import imread
@@ -258,7 +251,7 @@ def test_report_renders_offline_in_headless_chromium(tmp_path, pngs):
     home = tmp_path / "home"
     home.mkdir()
     cmd = [
-        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
         "--disable-extensions", "--disable-background-networking", "--disable-component-update",
         "--force-device-scale-factor=1",
         "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",  # no network, even if asked

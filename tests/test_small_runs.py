@@ -19,11 +19,13 @@ import torch
 
 from vaekit.checkpoint import CHECKPOINT, LOCK_FILE, load_weights, save_weights
 from vaekit.cli import main
-from vaekit.config import TrainConfig
-from vaekit.data import DatasetError, ImageData, check_min_images
 from vaekit.commands.figures import figures_run
 from vaekit.commands.train import fit_batch_to_data
+from vaekit.config import TrainConfig
+from vaekit.data import DatasetError, ImageData, check_min_images
 from vaekit.runfolder import RUN_FILES
+
+from helpers import run_vaekit, wait_for_checkpoint
 
 FAST = ["--num-filters", "4", "--eval-samples", "1", "--device", "cpu", "--no-progress", "--seed", "3"]
 SIDE = 16  # image side: the conv nets halve it 3 times
@@ -171,10 +173,6 @@ def test_a_figure_that_fails_is_skipped_and_the_run_still_ends_complete(tmp_path
 # ----------------------------------------------------------------------------- the two cases of the report, as run
 
 
-def run_vaekit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vaekit", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
 def test_an_npy_of_200_float_faces_with_20_test_images_trains_to_a_complete_run(tmp_path):
     """As the report: float64 [200, 25, 25] in [0, 1] (the shape of scikit-image's LFW faces), batch 20 (4 steps,
     not the report's 40: the figures failed on the test set's size, 20, whatever the steps)."""
@@ -241,25 +239,6 @@ def test_a_whole_set_batch_run_resumes_bit_identically(tmp_path):
     a, b = weights(half), weights(tmp_path / "full")
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in b)
     assert [r["steps"] for r in map(json.loads, (half / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3, 4]
-
-
-def wait_for_step(run: Path, proc: subprocess.Popen, step: int, timeout: float = 120) -> int:
-    """Wait until the run's checkpoint holds at least ``step`` steps; returns its step."""
-    import time
-
-    from vaekit.checkpoint import load_checkpoint
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            _, state, _ = load_checkpoint(run)
-            if state.step >= step:
-                return state.step
-        except Exception:  # noqa: BLE001 - not written yet
-            pass
-        time.sleep(0.02)
-    raise AssertionError(f"no checkpoint of step {step} appeared in {timeout} s")
 
 
 def test_a_data_parallel_batch_larger_than_the_training_set_is_refused(tmp_path):
@@ -341,7 +320,7 @@ def test_a_run_interrupted_by_sigint_leaves_no_lock_file(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--dataset", str(data), "--out", str(run), "--batch-size", "8",
                              "--epochs", "500", "--checkpoint-every", "1", *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_step(run, proc, 2)
+    wait_for_checkpoint(run, proc, 2)
     assert (run / LOCK_FILE).read_text().strip() == str(proc.pid)  # held while it trains
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SIZE, grey_images, model_terms, tiny, train_args, vaekit
-from vaekit import SimpleVAE, TrainConfig, binarize, evaluate_elbo, fit, set_seed, train_vae
+from vaekit import SimpleVAE, TrainConfig, binarize, evaluate_elbo, fit, set_seed, train_run, train_vae
+from vaekit import config as config_mod
 from vaekit.checkpoint import CHECKPOINT, load_checkpoint, load_weights, save_weights, state_from_tensors, state_to_tensors
 from vaekit.config import ModelConfig
-from vaekit import train_run
-from vaekit import config as config_mod
 from vaekit.distributed import BatchShard
 from vaekit.train import NonFiniteError, TrainLoop
+
+from helpers import SIZE, grey_images, model_terms, tiny, train_args, vaekit
 
 TINY = TrainConfig(epochs=4, batch_size=16, samples=2, lr=1e-3, device="cpu", seed=3)
 
@@ -235,7 +235,7 @@ def wait_for_checkpoint(path, proc, step_at_least, timeout=60):
                 _, state, _ = load_checkpoint(path.parent)
                 if state.step >= step_at_least:
                     return state.step
-            except Exception:  # noqa: BLE001 - being replaced right now; atomic, so retry
+            except Exception:
                 pass
         time.sleep(0.02)
     raise AssertionError("no checkpoint appeared")
@@ -409,7 +409,7 @@ def test_resume_in_bf16_is_bit_identical():
     set_seed(0)
     model = SimpleVAE(num_filters=4)
     saved = []
-    snap = lambda m: {k: v.detach().clone() for k, v in m.state_dict().items()}  # noqa: E731
+    snap = lambda m: {k: v.detach().clone() for k, v in m.state_dict().items()}
     full = fit(model, x, cfg, progress=False, on_checkpoint=lambda st: saved.append((st, snap(model))))
     final = snap(model)
     state, weights = saved[0]  # mid-epoch, after 2 steps

@@ -12,11 +12,11 @@ The public API::
 __version__ = "0.1.0"
 
 from .checkpoint import CheckpointError
+from .commands import eval_run, sample_run, train_run
 from .config import ModelConfig, TrainConfig, resolve_device
 from .data import DatasetError, binarize, load_dataset
 from .distributions import elbo, kl_q_p_exact, kl_q_p_mc, log_prob, rsample
 from .evaluation import evaluate, evaluate_elbo, latent_stats, log_likelihood
-from .commands import eval_run, sample_run, train_run
 from .latents import interpolate, latent_grid, posterior_means, reconstruct
 from .model import VAE, SimpleVAE, build_model, generate_images
 from .runfolder import RunFolder, load_run

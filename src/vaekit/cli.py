@@ -86,7 +86,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> 
         if f.name in parts:
             help_text = f"{f.metadata.get('help', '')}: {_choices_help(parts[f.name])} (default: {getattr(defaults, f.name)})"
         _add_flag(group, f, help_text)
-    for field_name, reg in parts.items():
+    for reg in parts.values():
         options = reg.option_fields()
         if not options:
             continue
@@ -144,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a SimpleVAE and write a run folder", description="Train a SimpleVAE and write a run folder.")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="recipe whose values fill in the flags you do not give (default: quick)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR from its checkpoint, with its saved config (only --device may be given too)")
+    p.add_argument(
+        "--resume", type=Path, default=None, metavar="RUN_DIR",
+        help="continue the interrupted run in RUN_DIR from its checkpoint, with its saved config (only --device may be given too)",
+    )
     p.add_argument("--out", type=Path, default=None, help="run folder to write (default: runs/run-YYYYmmdd-HHMMSS)")
     p.add_argument("--overwrite", action="store_true", help="write into --out even if it exists and is not empty")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -176,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--sampler", choices=SAMPLERS.names(), default="prior",
                    help=f"where z comes from: {_choices_help(SAMPLERS)} (default: prior)")
-    for name, (f, owners) in SAMPLERS.option_fields().items():
+    for f, owners in SAMPLERS.option_fields().values():
         _add_flag(p, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png; gmm: RUN_DIR/samples_gmm.png)")
 
@@ -290,8 +293,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .config import PRESETS, DataConfig, ModelConfig, TrainConfig, config_to_dict, validate
     from .commands import train_run
+    from .config import PRESETS, DataConfig, ModelConfig, TrainConfig, config_to_dict, validate
     from .train import TrainingInterrupted
 
     main = distributed.is_main()
@@ -364,7 +367,6 @@ def _last_metrics(run: Path) -> dict[str, Any] | None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from .commands import sample_run
-
     from .samplers import SAMPLERS
 
     given = {name: getattr(args, name) for name in SAMPLERS.option_fields() if getattr(args, name, None) is not None}
@@ -413,7 +415,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ]
     for label, value in rows:
         print(f"  {label:<22}{value}")
-    peak = f" (this {'GPU' if r['device'].startswith('cuda') else 'machine'}'s {r['precision']} matmul rate: {r['matmul_peak_gflops']:.0f} GFLOP/s)" if "matmul_peak_gflops" in r else ""
+    machine = "GPU" if r["device"].startswith("cuda") else "machine"
+    peak = f" (this {machine}'s {r['precision']} matmul rate: {r['matmul_peak_gflops']:.0f} GFLOP/s)" if "matmul_peak_gflops" in r else ""
     print(f"  {'speed':<22}{r['decodes_per_s']:,.0f} decodes/s in {r['log_likelihood_seconds']:.0f} s, decoder at {r['decoder_gflops']:.1f} GFLOP/s{peak}")
     print(f"note: {r['note']}")
     if "dequantization_note" in r:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .architectures import ACTIVATIONS, ARCHITECTURES
+from .architectures import ARCHITECTURES
 from .data.config import DataConfig  # re-exported: it lives with the data
 from .likelihoods import LIKELIHOODS
 from .objectives import OBJECTIVES
@@ -93,7 +93,7 @@ class PartsConfig:
             parts = ", ".join(reg.option_fields()[key][1])
             takes = ", ".join(f"--{n.replace('_', '-')}" for n in reg[chosen].option_names()) or "no options"
             raise ValueError(f"--{key.replace('_', '-')} is an option of {reg.kind} {parts}, not of {reg.kind} {chosen} (which takes {takes})")
-        for f, reg in self.PARTS.items():
+        for f in self.PARTS:
             if getattr(self, f) is not None:
                 self.part_options(f)  # each value's type and bounds
 
@@ -325,14 +325,14 @@ def cpu_bf16_native() -> tuple[bool, str]:
 def _cpu_capability() -> str:
     try:
         return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:  # noqa: BLE001 - older torch
+    except Exception:
         return "unknown vector unit"
 
 
 def _mkldnn_bf16_supported() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001 - a build without oneDNN
+    except Exception:
         return False
 
 
@@ -381,7 +381,7 @@ def config_from_dict(cls: type, data: dict[str, Any]):
         options = dict(values.pop("options", None) or {})
         legacy = {k: data[k] for k in LEGACY_OPTION_FIELDS.get(cls.__name__, ()) if k in data and data[k] is not None}
         for f, reg in cls.PARTS.items():
-            chosen = values.get(f, getattr(cls, "__dataclass_fields__")[f].default)
+            chosen = values.get(f, cls.__dataclass_fields__[f].default)
             # arch None (runs of vaekit 0.1) becomes one of AUTO_ARCHES: keep what all of them take
             takes = set.intersection(*(set(reg[a].option_names()) for a in AUTO_ARCHES)) if chosen is None else (
                 set(reg[chosen].option_names()) if chosen in reg else set())

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import distributed
 from .data import to_float

@@ -213,7 +213,7 @@ def _fit_gmm(
     prev = -math.inf
     converged = False
     it = 0
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007 - the count is reported after the loop
         logp = gmm.component_log_prob(x) + torch.log(gmm.weights)[None, :]  # [M, C]
         total = torch.logsumexp(logp, dim=1)  # [M]
         ll = float(total.mean())

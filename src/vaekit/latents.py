@@ -8,7 +8,7 @@ tensors.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .data import to_float
 from .model import VAE, eval_mode, param_device

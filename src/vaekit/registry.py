@@ -267,7 +267,7 @@ def load_plugin(path: str | os.PathLike) -> str:
     discover()  # the built-in parts first: a plugin may not take their names
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except Exception as e:  # noqa: BLE001 - say which file failed and why
+    except Exception as e:
         sys.modules.pop(name, None)
         raise ValueError(f"plugin file {resolved} failed to load: {type(e).__name__}: {e}") from e
     _PLUGINS[resolved] = name

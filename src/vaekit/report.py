@@ -288,7 +288,8 @@ def _summary(run: Path, meta: dict[str, Any], rows: list[dict[str, Any]], evals:
             items.append(("split", split))
             skipped = info.get("skipped", 0) or 0
             names = info.get("skipped_files") or []
-            items.append(("skipped files", f"{_fmt_value(skipped)}" + (f": {', '.join(map(str, names[:10]))}" + (" ..." if len(names) > 10 else "") if names else "")))
+            listed = f": {', '.join(map(str, names[:10]))}" + (" ..." if len(names) > 10 else "") if names else ""
+            items.append(("skipped files", f"{_fmt_value(skipped)}{listed}"))
     notes = meta.get("notes")
     for note in notes if isinstance(notes, list) else []:  # what vaekit adapted, e.g. a batch larger than the data
         items.append(("note", _fmt_value(note)))
@@ -331,7 +332,7 @@ def _chosen_parts(key: str, section: dict[str, Any]) -> dict[str, Any]:
 
     try:
         normal = config_to_dict(config_from_dict({"model": ModelConfig, "train": TrainConfig}[key], section))
-    except Exception:  # noqa: BLE001 - a part of a plugin not loaded here, a malformed file: shown as written
+    except Exception:
         return section
     options = normal.pop("options", {}) or {}
     return {**normal, **options}

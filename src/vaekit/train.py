@@ -73,7 +73,7 @@ def as_image_tensor(dataset: Any, name: str = "dataset") -> Tensor:
         try:
             n = len(dataset)
             images = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(n)])  # [N, C, H, W]
-        except Exception as e:  # noqa: BLE001 - report what was passed
+        except Exception as e:
             raise TypeError(
                 f"{name} must be an image tensor [N, 1, H, W] or a Dataset yielding (image [1, H, W], label); "
                 f"reading it failed: {e}"
@@ -250,7 +250,8 @@ class TrainLoop:
         if resume is not None and resume.world_size != self.world:
             raise ValueError(
                 f"the checkpoint was written by a run on {resume.world_size} process(es) and must be resumed on as many "
-                f"(its batch positions count global batches), got {self.world}; e.g. torchrun --nproc-per-node={resume.world_size} -m vaekit train --resume RUN_DIR"
+                f"(its batch positions count global batches), got {self.world}; "
+                f"e.g. torchrun --nproc-per-node={resume.world_size} -m vaekit train --resume RUN_DIR"
             )
         model.to(device)
         if device.type in ("cpu", "cuda"):  # oneDNN / cuDNN convolutions are faster in NHWC

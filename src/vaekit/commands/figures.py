@@ -104,7 +104,7 @@ def _draw_figure(path: Path, fn: Callable[[Path], None], notes: list[str]) -> bo
     try:
         fn(path)
         return True
-    except Exception as e:  # noqa: BLE001 - one figure must never cost the run its other files
+    except Exception as e:
         if os.environ.get("VAEKIT_DEBUG") and not isinstance(e, FigureSkipped):
             raise
         why = str(e) if isinstance(e, FigureSkipped) else f"{type(e).__name__}: {e}"

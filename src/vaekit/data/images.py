@@ -6,8 +6,8 @@ Every dataset is uint8 images ``[N, C, H, W]`` (memory-mapped where cached) with
 
 from __future__ import annotations
 
-from dataclasses import InitVar, dataclass, field
 from collections.abc import Mapping
+from dataclasses import InitVar, dataclass, field
 
 import torch
 
