@@ -262,7 +262,7 @@ def wait_for_checkpoint(run, proc, step_at_least, timeout=120) -> int:
             _, state, _ = load_checkpoint(run)
             if state.step >= step_at_least:
                 return state.step
-        except Exception:
+        except Exception:  # noqa: BLE001 - not written yet, or being replaced (atomically): try again
             pass
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint of step {step_at_least} appeared in {run} within {timeout} s")

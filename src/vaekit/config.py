@@ -325,14 +325,14 @@ def cpu_bf16_native() -> tuple[bool, str]:
 def _cpu_capability() -> str:
     try:
         return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:
+    except Exception:  # noqa: BLE001 - older torch
         return "unknown vector unit"
 
 
 def _mkldnn_bf16_supported() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
+    except Exception:  # noqa: BLE001 - older torch
         return False
 
 

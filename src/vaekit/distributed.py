@@ -239,7 +239,7 @@ def run_on_main(fn: Callable[[], None], device: torch.device | None = None) -> N
     if info.is_main:
         try:
             fn()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - re-raised below, after telling the others
             error = e
     msg = _message_tensor(f"{type(error).__name__}: {error}" if error is not None else "", device)
     size = broadcast_from_main(msg[:1].clone())  # [1]

@@ -165,14 +165,14 @@ def decoder_spec(decoder: nn.Module, latent_dim: int | None = None) -> tuple[lis
                 spec["in_shape"] = list(x.shape[1:])
                 try:
                     x = m(x)
-                except Exception as e:  # a shape that does not fit: say where
+                except Exception as e:  # noqa: BLE001 - a shape that does not fit: say where
                     raise UnsupportedDecoder(f"{spec['path']} ({spec['type']}) fails on input of shape {list(x.shape)}: {e}") from None
                 spec["out_shape"] = list(x.shape[1:])
                 if spec["type"] in ("Conv2d", "ConvTranspose2d") and (len(spec["in_shape"]) != 3 or len(spec["out_shape"]) != 3):
                     raise UnsupportedDecoder(f"{spec['path']} ({spec['type']}) gets input of shape {spec['in_shape']}; the in-page decoder needs [C, H, W]")
             try:
                 direct = decoder(z)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - whatever the decoder raises, the note names the layer
                 raise UnsupportedDecoder(f"the decoder fails on latents of shape [3, {latent_dim}]: {type(e).__name__}: {e}") from None
     finally:
         decoder.train(was_training)

@@ -332,7 +332,7 @@ def _chosen_parts(key: str, section: dict[str, Any]) -> dict[str, Any]:
 
     try:
         normal = config_to_dict(config_from_dict({"model": ModelConfig, "train": TrainConfig}[key], section))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a part of a plugin not loaded here, a malformed file: shown as written
         return section
     options = normal.pop("options", {}) or {}
     return {**normal, **options}

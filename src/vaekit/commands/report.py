@@ -37,6 +37,6 @@ def report_run(
         gmm = saved_gmm(run)  # gmm.json and the samples still show without it; the explorer then has no GMM button
         labels = data.test_labels if data.info.labelled else None
         panel = explorer_html(model, means, labels, gmm=gmm)
-    except Exception as e:  # never lose the report over the explorer; say why it is missing
+    except Exception as e:  # noqa: BLE001 - never lose the report over the explorer; say why it is missing
         panel = explorer_note(f"{type(e).__name__}: {e}")
     return write_report(run.path, out, explorer_html=panel, notes=notes)

@@ -46,7 +46,7 @@ def _orientation(img) -> int:
         return 1
     try:
         value = int(img.getexif().get(0x0112, 1))
-    except Exception:  # a malformed EXIF block is not worth rejecting the image
+    except Exception:  # noqa: BLE001 - a malformed EXIF block is not worth rejecting the image
         return 1
     return value if 1 <= value <= 8 else 1
 
@@ -135,7 +135,7 @@ def _decode(path: str, image_size: int | None, channels: int | None) -> np.ndarr
             img = _to_8bit(img)
     except _BadImage:
         raise
-    except Exception as exc:  # Pillow raises many kinds (OSError, SyntaxError, ValueError, zlib.error...)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds (OSError, SyntaxError, ValueError, zlib.error...)
         raise _BadImage(_why(exc)) from None
     if orientation != 1:
         img = img.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
@@ -162,7 +162,7 @@ def _probe(path: str) -> tuple[int, int, bool]:
             if _orientation(img) in (5, 6, 7, 8):
                 w, h = h, w
             return w, h, _is_grey(img)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any header Pillow cannot read is a bad image, named with its reason
         raise _BadImage(_why(exc)) from None
 
 

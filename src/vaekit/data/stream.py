@@ -100,7 +100,7 @@ class NpyRows:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
     def __repr__(self) -> str:
