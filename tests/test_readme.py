@@ -9,21 +9,22 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_python_example_runs(capsys):
-    from vaekit.architectures import ARCHITECTURES
-    from vaekit.likelihoods import LIKELIHOODS
-    from vaekit.objectives import OBJECTIVES
+    from vaekit.registry import discover
 
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README has no python example"
     namespace: dict = {}
-    registries = [(r, dict(r)) for r in (ARCHITECTURES, LIKELIHOODS, OBJECTIVES)]
+    saved = {reg: dict(reg._parts) for reg in discover().values()}
     try:  # "Extending vaekit" registers new parts: leave the registries as they were
         for code in blocks:
             exec(compile(code, str(README), "exec"), namespace)
+        added = {reg.kind: set(reg._parts) - set(parts) for reg, parts in saved.items()}
     finally:
-        for registry, saved in registries:
-            registry.clear()
-            registry.update(saved)
+        for reg, parts in saved.items():
+            reg._parts = parts
+    assert {k: v for k, v in added.items() if v} == {
+        "arch": {"linear"}, "likelihood": {"laplace"}, "prior": {"wide"}, "posterior": {"fixed"}, "objective": {"free-nats"},
+    }
     assert namespace["images"].shape == (9, 1, 28, 28)
     assert torch.isfinite(torch.tensor(namespace["elbos"])).all()
     out = capsys.readouterr().out

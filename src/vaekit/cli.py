@@ -131,8 +131,6 @@ def config_from_args(cls: type, args: argparse.Namespace, base: dict[str, Any] |
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import DEVICES, PRESETS, DataConfig, ModelConfig, TrainConfig
-
     parser = argparse.ArgumentParser(prog="vaekit", description="Train, sample and explain Variational Autoencoders on images.")
     parser.add_argument(
         "--plugin", action="append", default=None, metavar="FILE",
@@ -141,8 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
         "files and loads them again for eval, sample, figures and report",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parser(sub)
+    _sample_parser(sub)
+    _eval_parser(sub)
+    _figures_parser(sub)
+    _report_parser(sub)
+    _data_parser(sub)
+    return parser
 
-    p = sub.add_parser("train", help="train a SimpleVAE and write a run folder", description="Train a SimpleVAE and write a run folder.")
+
+def _train_parser(sub: Any) -> None:
+    from .config import PRESETS, DataConfig, ModelConfig, TrainConfig
+
+    p = sub.add_parser("train", help="train a VAE and write a run folder", description="Train a VAE and write a run folder.")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="recipe whose values fill in the flags you do not give (default: quick)")
     p.add_argument(
         "--resume", type=Path, default=None, metavar="RUN_DIR",
@@ -164,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, TrainConfig, "training")
     add_config_flags(p, DataConfig, "data (how --dataset is read)")
 
+
+def _sample_parser(sub: Any) -> None:
     p = sub.add_parser(
         "sample", help="draw new images from a trained run",
         description=(
@@ -182,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     for f, owners in SAMPLERS.option_fields().values():
         _add_flag(p, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png; gmm: RUN_DIR/samples_gmm.png)")
+
+
+def _eval_parser(sub: Any) -> None:
+    from .config import DEVICES
 
     p = sub.add_parser(
         "eval",
@@ -207,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
+
+def _figures_parser(sub: Any) -> None:
     p = sub.add_parser(
         "figures",
         help="write the math figures, and a run's figures",
@@ -220,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="folder for the math figures (default: RUN_DIR, else figures)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
+
+def _report_parser(sub: Any) -> None:
     p = sub.add_parser(
         "report",
         help="write RUN_DIR/report.html, one self-contained page",
@@ -228,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN_DIR/report.html)")
 
+
+def _data_parser(sub: Any) -> None:
     from .config import DataConfig
 
     p = sub.add_parser(
@@ -242,7 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="mnist, fashion-mnist, a folder (image files, or the four IDX files) or a .npy/.npz file")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
     add_config_flags(p, DataConfig, "data")
-    return parser
 
 
 # ----------------------------------------------------------------------------- commands

@@ -242,6 +242,18 @@ def _plane(means: Tensor, k: int) -> tuple[list[float], list[list[float]], Tenso
     return center.tolist(), dirs.tolist(), pts, "the first (across) and second (up) principal directions of the posterior means, around their mean"
 
 
+def _view(center: list[float], dirs: list[list[float]], pts: Tensor, k: int) -> tuple[list[float], dict[str, float]]:
+    """Where z = 0 lies on the plane, and the square the plane shows first: the points (99.5% of them) and the
+    prior's 3-sigma circle."""
+    c = torch.tensor(center, dtype=torch.float64)
+    d = torch.tensor(dirs, dtype=torch.float64)
+    prior_center = (-(c @ d.T)).tolist()  # where z = 0 lies on the plane
+    r_points = float(torch.quantile(pts.abs().max(dim=1).values.double(), 0.995)) if pts.shape[0] else 0.0
+    if k == 2:
+        return prior_center, {"cu": 0.0, "cv": 0.0, "r": max(3.3, 1.05 * r_points)}
+    return prior_center, {"cu": 0.0, "cv": 0.0, "r": max(1.05 * r_points, 3.3 + max(abs(prior_center[0]), abs(prior_center[1])))}
+
+
 def _gmm_payload(gmm: Any, k: int) -> dict[str, Any] | None:
     if gmm is None:
         return None
@@ -306,17 +318,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
         if lab_t.numel() == means.shape[0] and bool((lab_t >= 0).any()):
             lab = lab_t.tolist()
     center, dirs, pts, axes = _plane(means, k)
-    c = torch.tensor(center, dtype=torch.float64)
-    d = torch.tensor(dirs, dtype=torch.float64)
-    prior_center = (-(c @ d.T)).tolist()  # where z = 0 lies on the plane
-    if pts.shape[0]:
-        r_points = float(torch.quantile(pts.abs().max(dim=1).values.double(), 0.995))
-    else:
-        r_points = 0.0
-    if k == 2:
-        view = {"cu": 0.0, "cv": 0.0, "r": max(3.3, 1.05 * r_points)}
-    else:
-        view = {"cu": 0.0, "cv": 0.0, "r": max(1.05 * r_points, 3.3 + max(abs(prior_center[0]), abs(prior_center[1])))}
+    prior_center, view = _view(center, dirs, pts, k)
     out_shape = layers[-1]["out_shape"] if layers else [k]
     data = {
         "K": k,

@@ -238,7 +238,11 @@ def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int] = (1, 
     likelihood = make_likelihood(cfg.likelihood, cfg.PARTS["likelihood"].pick_options(cfg.likelihood, cfg.options))
     prior = make_prior(cfg.prior, cfg.latent_dim, (c, h, w), cfg.PARTS["prior"].pick_options(cfg.prior, cfg.options))
     arch = ARCHITECTURES[cfg.arch](cfg.part_options("arch"))
-    return arch.build_model((c, h, w), cfg.latent_dim, likelihood, posterior, prior)
+    own = arch.build_model((c, h, w), cfg.latent_dim, likelihood, posterior, prior)
+    if own is not None:  # a model of the architecture's own
+        return own
+    encoder, decoder = arch.build((c, h, w), cfg.latent_dim, posterior.num_params(cfg.latent_dim))
+    return VAE(encoder, decoder, cfg.latent_dim, likelihood=likelihood, posterior=posterior, image_shape=(c, h, w), prior=prior)
 
 
 def describe_model(model: VAE, arch: str) -> str:

@@ -54,13 +54,19 @@ class NoOptions:
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
+def _type_name(f: dataclasses.Field) -> str:
+    """A field's type as written, ``"int | None"``, whether annotations are strings or types."""
+    t = f.type
+    return t.__name__ if isinstance(t, type) else str(t).replace("typing.Optional[", "").replace("]", " | None")
+
+
 def field_kind(f: dataclasses.Field) -> type:
     """The scalar type of a config field: ``int | None`` -> int (every field is int, float, str or bool)."""
-    return {"int": int, "float": float, "str": str, "bool": bool}[str(f.type).split("|")[0].strip()]
+    return {"int": int, "float": float, "str": str, "bool": bool}[_type_name(f).split("|")[0].strip()]
 
 
 def is_optional(f: dataclasses.Field) -> bool:
-    return "None" in str(f.type)
+    return "None" in _type_name(f)
 
 
 def validate(cfg: Any, what: str = "") -> None:
@@ -70,7 +76,7 @@ def validate(cfg: Any, what: str = "") -> None:
     ``what`` prefixes the field's name in messages (``"arch mlp: "``).
     """
     for f in dataclasses.fields(cfg):
-        if str(f.type).split("|")[0].strip() not in _TYPES:
+        if _type_name(f).split("|")[0].strip() not in _TYPES:
             continue
         value = getattr(cfg, f.name)
         optional = is_optional(f)

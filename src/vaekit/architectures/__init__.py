@@ -40,14 +40,13 @@ class Architecture(Part):
         the shape and what to do if this architecture cannot take these images."""
         raise NotImplementedError
 
-    def build_model(self, image_shape: tuple[int, int, int], latent_dim: int, likelihood: Any, posterior: Any, prior: Any) -> nn.Module:
-        """The whole model: by default a ``vaekit.VAE`` of ``build``'s networks and the given parts. An architecture
-        with a model of its own (several stochastic layers, say) returns it here, implementing the same
-        latent-variable interface (see ``vaekit.model``)."""
-        from ..model import VAE
-
-        encoder, decoder = self.build(image_shape, latent_dim, posterior.num_params(latent_dim))
-        return VAE(encoder, decoder, latent_dim, likelihood=likelihood, posterior=posterior, image_shape=image_shape, prior=prior)
+    def build_model(
+        self, image_shape: tuple[int, int, int], latent_dim: int, likelihood: Any, posterior: Any, prior: Any,
+    ) -> nn.Module | None:
+        """A whole model of this architecture's own (several stochastic layers, say), implementing the
+        latent-variable interface of ``vaekit.model``; None (the default): a ``vaekit.VAE`` of ``build``'s
+        networks and the given parts, which ``vaekit.model.build_model`` makes."""
+        return None
 
 
 ARCHITECTURES: Registry[type[Architecture]] = Registry("arch", Architecture, package=__name__, title="architecture")
