@@ -116,9 +116,11 @@ def test_fd_with_singular_covariances_equals_the_fd_of_the_live_subspace():
 
 def _features(seed, n, f, shift=0.0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, f, generator=g, dtype=torch.float64).relu() + shift  # ReLU-like features
+    # positive and skewed like image features, without the exact ties (duplicate rows) that a ReLU makes
+    return torch.nn.functional.softplus(torch.randn(n, f, generator=g, dtype=torch.float64)) + shift
 
 
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save all extracted features")
 def test_kid_matches_torchmetrics_on_the_same_subsets():
     real, fake = _features(1, 300, 16), _features(2, 250, 16, shift=0.2)
     metric = torchmetrics_kid.KernelInceptionDistance(feature=torch.nn.Identity(), subsets=20, subset_size=100)
@@ -184,16 +186,18 @@ def test_prdc_in_small_blocks_matches_the_prdc_package(monkeypatch, capsys):
     assert len(blocks) > 3 and max(blocks) <= 1000  # the [N, M] distances were never held at once
 
 
-def test_prdc_of_a_set_against_itself():
+def test_prdc_of_a_set_against_itself_with_duplicates_brute_force():
     x = _features(11, 100, 5)
+    x = torch.cat([x, x[:4], x[:2]])  # [106, 5] with duplicated rows: ties at distance exactly 0
     # every point lies in its own ball (distance 0 < its k-NN radius): all four are 1 except density,
     # which counts, per point, the reals whose balls hold it, over k; that count is brute-forced here
     out = prdc(x, x, k=5)
     assert out["precision"] == out["recall"] == out["coverage"] == 1.0
-    d = torch.cdist(x, x)
+    d = (x[:, None, :] - x[None, :, :]).pow(2).sum(dim=-1).sqrt()  # [106, 106], exactly 0 between duplicates
     radii = d.sort(dim=1).values[:, 5]  # [N] 5th nearest other point (column 0 is the point itself)
-    brute = sum(int(d[i, j] < radii[i]) for i in range(100) for j in range(100)) / (5 * 100)
+    brute = sum(int(d[i, j] < radii[i]) for i in range(106) for j in range(106)) / (5 * 106)
     assert out["density"] == pytest.approx(brute, abs=1e-12)
+    assert brute != 1.0  # a duplicate's ball holds its copies too: the ties at 0 count
 
 
 # ----------------------------------------------------------------------------- label statistics

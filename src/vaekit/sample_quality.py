@@ -37,8 +37,8 @@ PRDC_K = 5
 #: KID's defaults (Bińkowski et al. 2018 and torchmetrics: 100 subsets of 1,000)
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
-#: pairwise-distance blocks are at most this many float64 entries (16 Mi entries = 128 MiB)
-_BLOCK_ENTRIES = 1 << 24
+#: pairwise-distance blocks are at most this many float64 entries (8 Mi entries = 64 MiB)
+_BLOCK_ENTRIES = 1 << 23
 
 
 def _check_features(x: Tensor, name: str, min_rows: int = 2, features: int | None = None) -> Tensor:
@@ -203,7 +203,11 @@ def _block_rows(columns: int) -> int:
 
 
 def _distances(a: Tensor, b: Tensor) -> Tensor:
-    """Euclidean distances [A, B] between rows a [A, F] and b [B, F], in float64."""
+    """Euclidean distances [A, B] between rows a [A, F] and b [B, F], in float64.
+
+    Summed from the differences, not by matrix products (|a|² + |b|² - 2 a·b, six times faster on
+    the CPU): duplicate rows are then exactly 0 apart, so ties at a k-NN radius are decided exactly.
+    """
     return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
 
 
@@ -229,8 +233,10 @@ def prdc(real: Tensor, fake: Tensor, k: int = PRDC_K) -> dict[str, float]:
     density   = Σ_j #{i: fake_j in B(real_i, NND_k(real_i))} / (k M)      (Naeem et al. 2020, eq. 5)
     coverage  = share of reals whose ball B(real_i, NND_k(real_i)) holds a fake   (Naeem et al. 2020, eq. 6)
 
-    "Inside" is a strict ``<``, as in Naeem et al.'s ``prdc`` package. The [N, M] distances are
-    never held at once: they are computed in blocks of rows of at most 16 Mi float64 entries.
+    "Inside" is a strict ``<``, as in Naeem et al.'s ``prdc`` package, whose matrix-product distances
+    can differ from these exact ones by round-off where features are duplicated (0 apart here, ~1e-8
+    there). The [N, M] distances are never held at once: they come in blocks of rows
+    of at most 8 Mi float64 entries (64 MiB; 10,000 x 10,000 features of 128 add about 200 MB at the peak).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
