@@ -221,10 +221,12 @@ def test_mnist_train_against_test_is_close_and_noise_is_far(mnist, mnist_extract
     noise = sample_quality(test_f, mnist_features["noise"][0], mnist_features["noise"][1], extractor=mnist_extractor.name)
     print(describe(real), describe(noise), sep="\n")
     assert real["n_real"] == real["n_fake"] == noise["n_fake"] == 10_000
-    # the sampling floor: two disjoint halves of the test set, at n = 5,000
-    halves = sample_quality(test_f[:5000], test_f[5000:], extractor=mnist_extractor.name)
-    assert real["fd"] < 3 * halves["fd"] and noise["fd"] > 100 * real["fd"]
-    assert abs(real["kid"]) < 4 * real["kid_se"] + 1e-3 * noise["kid"] and noise["kid"] > 50 * noise["kid_se"]
+    # the sampling floor: two random halves of the test set, at n = 5,000 (not [:5000] and [5000:], whose
+    # writers differ: FD 13 between them, against 0.8 between random halves)
+    perm = torch.randperm(10_000, generator=torch.Generator().manual_seed(1))
+    halves = sample_quality(test_f[perm[:5000]], test_f[perm[5000:]], extractor=mnist_extractor.name)
+    assert real["fd"] < 3 * halves["fd"] and noise["fd"] > 1000 * real["fd"]
+    assert abs(real["kid"]) < 4 * real["kid_se"] + 1e-5 * noise["kid"] and noise["kid"] > 50 * noise["kid_se"]
     assert min(real["precision"], real["recall"], real["coverage"]) > 0.9 and 0.8 < real["density"] < 1.2
     assert noise["precision"] < 0.05 and noise["coverage"] < 0.05
     # the classifier's labels: train images are confidently one class each, in the proportions of the labels

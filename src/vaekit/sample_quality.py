@@ -97,7 +97,7 @@ def _zero_round_off(w: Tensor) -> Tensor:
 def frechet_distance_from_moments(mu1: Tensor, s1: Tensor, mu2: Tensor, s2: Tensor) -> float:
     """Fréchet (2-Wasserstein²) distance between N(mu1, s1) and N(mu2, s2), in squared feature units.
 
-    d² = ||mu1 - mu2||² + tr(s1 + s2 - 2 (s1^½ s2 s1^½)^½)   (Dowson & Landau 1982, eq. 4; Heusel et al. 2017, eq. 6)
+    d² = ||mu1 - mu2||² + tr(s1 + s2 - 2 (s1^½ s2 s1^½)^½)   (Dowson & Landau 1982; Heusel et al. 2017, eq. 6)
 
     tr (s1 s2)^½ is computed as tr (s1^½ s2 s1^½)^½, the root of a symmetric PSD matrix (same
     eigenvalues as s1 s2), by symmetric eigendecompositions in float64. Round-off below zero is clipped to 0.
@@ -138,7 +138,7 @@ def frechet_distance(real: Tensor, fake: Tensor) -> float:
 
 
 def _poly_kernel(x: Tensor, y: Tensor) -> Tensor:
-    """k(x, y) = (x·y / F + 1)³ for rows [A, F], [B, F] -> [A, B]   (Bińkowski et al. 2018, sec. 3, the cubic kernel)"""
+    """k(x, y) = (x·y / F + 1)³ for rows [A, F], [B, F] -> [A, B]   (Bińkowski et al. 2018, KID's kernel)"""
     return (x @ y.T / x.shape[1] + 1) ** 3
 
 
@@ -169,7 +169,7 @@ def kid(
 ) -> tuple[float, float]:
     """Kernel distance (KID) of real [N, F] and fake [M, F] features: (mean, standard error), squared feature units.
 
-    Bińkowski et al. 2018 (sec. 3): the unbiased MMD² with the cubic kernel (x·y/F + 1)³, averaged
+    Bińkowski et al. 2018 ("Demystifying MMD GANs", KID): the unbiased MMD² with the cubic kernel (x·y/F + 1)³, averaged
     over ``subsets`` random subsets of ``subset_size`` real and as many fake rows (``None``:
     min(1000, N, M)). The standard error is the subsets' standard deviation / sqrt(subsets): the
     error of the subset average; where subsets overlap (subsets * subset_size > N or M) it leaves
@@ -228,10 +228,10 @@ def prdc(real: Tensor, fake: Tensor, k: int = PRDC_K) -> dict[str, float]:
     """Precision, recall, density and coverage of fake [M, F] against real [N, F] features (Naeem et al. 2020).
 
     With B(x, r) the open ball and NND_k the distance to the k-th nearest neighbour within the same set:
-    precision = share of fakes inside some B(real_i, NND_k(real_i))        (Kynkäänniemi et al. 2019, eq. 1)
-    recall    = share of reals inside some B(fake_j, NND_k(fake_j))        (Kynkäänniemi et al. 2019, eq. 2)
-    density   = Σ_j #{i: fake_j in B(real_i, NND_k(real_i))} / (k M)      (Naeem et al. 2020, eq. 5)
-    coverage  = share of reals whose ball B(real_i, NND_k(real_i)) holds a fake   (Naeem et al. 2020, eq. 6)
+    precision = share of fakes inside some B(real_i, NND_k(real_i))        (Kynkäänniemi et al. 2019, sec. 2)
+    recall    = share of reals inside some B(fake_j, NND_k(fake_j))        (Kynkäänniemi et al. 2019, sec. 2)
+    density   = Σ_j #{i: fake_j in B(real_i, NND_k(real_i))} / (k M)      (Naeem et al. 2020, sec. 3)
+    coverage  = share of reals whose ball B(real_i, NND_k(real_i)) holds a fake   (Naeem et al. 2020, sec. 3)
 
     "Inside" is a strict ``<``, as in Naeem et al.'s ``prdc`` package, whose matrix-product distances
     can differ from these exact ones by round-off where features are duplicated (0 apart here, ~1e-8
