@@ -242,6 +242,29 @@ def test_inconsistent_checkpoint_is_one_clear_error(uninterrupted, tmp_path):
         load_checkpoint(run)
 
 
+def test_a_train_state_is_its_position_and_round_trips(tmp_path):
+    import json
+
+    from vaekit.checkpoint import Position, TrainState, capture_rng, state_from_tensors, state_to_tensors
+
+    model = SimpleVAE(num_filters=4)
+    opt = torch.optim.Adam(model.parameters())
+    model.log_sig_x.grad = torch.tensor(0.5)
+    opt.step()
+    position = Position(step=3, epoch=1, batch=2, seconds=4.5, skipped=1, epoch_start_step=2, epoch_start_skipped=1)
+    state = TrainState(**vars(position), elbos=torch.tensor([-3.0, -2.0, -1.0]), optimizer=opt.state_dict(), rng=capture_rng())
+    assert isinstance(state, Position) and state.position() == position and type(state.position()) is Position
+    tensors, meta = state_to_tensors(state)
+    save_weights(tmp_path / "s.safetensors", tensors)
+    loaded, _ = load_weights(tmp_path / "s.safetensors")
+    back = state_from_tensors(loaded, json.loads(json.dumps(meta)))
+    assert back.position() == position and not back.finished and back.objective is None
+    assert torch.equal(back.elbos, state.elbos)
+    moved = Position(step=8, epoch=1, batch=3, skipped=2)
+    moved.next_epoch()
+    assert moved == Position(step=8, epoch=2, batch=0, skipped=2, epoch_start_step=8, epoch_start_skipped=2)
+
+
 # ----------------------------------------------------------------------------- never unpickling
 
 
