@@ -244,6 +244,26 @@ def vaekit(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "vaekit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def wait_for_checkpoint(run, proc, step_at_least, timeout=120):
+    """Wait until the checkpoint in run folder ``run`` holds at least ``step_at_least`` steps (while ``proc``
+    still runs); returns its step."""
+    import time
+
+    from vaekit.checkpoint import load_checkpoint
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            _, state, _ = load_checkpoint(run)
+            if state.step >= step_at_least:
+                return state.step
+        except Exception:  # noqa: BLE001 - not written yet, or being replaced right now (atomically): retry
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint of step {step_at_least} appeared in {run} within {timeout} s")
+
+
 def train_args(dataset, out, extra=()):
     return ["train", "--dataset", str(dataset), "--out", str(out), "--epochs", "3", "--batch-size", "16",
             "--samples", "2", "--num-filters", "4", "--eval-samples", "1", "--checkpoint-every", "2",

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
@@ -29,7 +28,7 @@ from vaekit.objectives import elbo as elbo_objective
 from vaekit.checkpoint import CHECKPOINT, load_checkpoint
 from vaekit.experiment import RUN_FILES
 
-from helpers import write_idx
+from helpers import wait_for_checkpoint, write_idx
 
 N_TRAIN, PER_RANK, WORLD = 97, 8, 2
 # float32 sums taken in another order (two shards, then DDP's average, vs one mean) differ by
@@ -232,20 +231,6 @@ def rank_of(pid):
     with open(f"/proc/{pid}/environ", "rb") as f:
         env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
     return int(env.get(b"RANK", b"-1"))
-
-
-def wait_for_checkpoint(run, proc, step_at_least, timeout=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            _, state, _ = load_checkpoint(run)
-            if state.step >= step_at_least:
-                return state.step
-        except Exception:  # noqa: BLE001 - not there yet, or being replaced (atomically)
-            pass
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
 
 
 @pytest.fixture(scope="module")

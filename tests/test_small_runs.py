@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import wait_for_checkpoint
 from vaekit.checkpoint import CHECKPOINT, LOCK_FILE, load_weights, save_weights
 from vaekit.cli import main
 from vaekit.config import TrainConfig
@@ -241,25 +242,6 @@ def test_a_whole_set_batch_run_resumes_bit_identically(tmp_path):
     assert [r["steps"] for r in map(json.loads, (half / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3, 4]
 
 
-def wait_for_step(run: Path, proc: subprocess.Popen, step: int, timeout: float = 120) -> int:
-    """Wait until the run's checkpoint holds at least ``step`` steps; returns its step."""
-    import time
-
-    from vaekit.checkpoint import load_checkpoint
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            _, state, _ = load_checkpoint(run)
-            if state.step >= step:
-                return state.step
-        except Exception:  # noqa: BLE001 - not written yet
-            pass
-        time.sleep(0.02)
-    raise AssertionError(f"no checkpoint of step {step} appeared in {timeout} s")
-
-
 def test_a_data_parallel_batch_larger_than_the_training_set_is_refused(tmp_path):
     """Data-parallel runs keep the clear error: each process needs its share of every batch."""
     cfg = TrainConfig(batch_size=32)
@@ -339,7 +321,7 @@ def test_a_run_interrupted_by_sigint_leaves_no_lock_file(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--dataset", str(data), "--out", str(run), "--batch-size", "8",
                              "--epochs", "500", "--checkpoint-every", "1", *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_step(run, proc, 2)
+    wait_for_checkpoint(run, proc, 2)
     assert (run / LOCK_FILE).read_text().strip() == str(proc.pid)  # held while it trains
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

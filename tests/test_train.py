@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SIZE, grey_images, model_terms, tiny, train_args, vaekit
+from helpers import SIZE, grey_images, model_terms, tiny, train_args, vaekit, wait_for_checkpoint
 from vaekit import SimpleVAE, TrainConfig, binarize, evaluate_elbo, fit, set_seed, train_vae
-from vaekit.checkpoint import CHECKPOINT, load_checkpoint, load_weights, save_weights, state_from_tensors, state_to_tensors
+from vaekit.checkpoint import load_checkpoint, load_weights, save_weights, state_from_tensors, state_to_tensors
 from vaekit.config import ModelConfig
 from vaekit.experiment import train_run
 from vaekit import config as config_mod
@@ -226,31 +226,16 @@ def test_resume_in_process_is_bit_identical(tmp_path):
         assert out.batch_elbos == full.batch_elbos
 
 
-def wait_for_checkpoint(path, proc, step_at_least, timeout=60):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
-        if path.exists():
-            try:
-                _, state, _ = load_checkpoint(path.parent)
-                if state.step >= step_at_least:
-                    return state.step
-            except Exception:  # noqa: BLE001 - being replaced right now; atomic, so retry
-                pass
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
-
-
 def test_sigkill_at_any_point_then_resume_gives_identical_weights(tiny_dataset_dir, tmp_path, uninterrupted):
     out = tmp_path / "run"
     p = vaekit(*train_args(tiny_dataset_dir, out))
-    wait_for_checkpoint(out / CHECKPOINT, p, step_at_least=5)
+    wait_for_checkpoint(out, p, step_at_least=5)
     p.send_signal(signal.SIGKILL)
     p.communicate()
     assert p.returncode == -signal.SIGKILL
     # killed again, this time between checkpoints, a few steps into the resumed run
     p = vaekit("train", "--resume", str(out))
-    wait_for_checkpoint(out / CHECKPOINT, p, step_at_least=21)
+    wait_for_checkpoint(out, p, step_at_least=21)
     time.sleep(0.15)
     p.send_signal(signal.SIGKILL)
     p.communicate()
@@ -273,7 +258,7 @@ def test_sigkill_at_any_point_then_resume_gives_identical_weights(tiny_dataset_d
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset_dir, tmp_path, uninterrupted):
     out = tmp_path / "run"
     p = vaekit(*train_args(tiny_dataset_dir, out))
-    wait_for_checkpoint(out / CHECKPOINT, p, step_at_least=3)
+    wait_for_checkpoint(out, p, step_at_least=3)
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=120)
     assert p.returncode == 130
