@@ -1,5 +1,5 @@
 """The per-epoch monitor (vaekit.train.monitor): its fixed subset of test images, the last row being the full
-evaluation, the metrics row it builds, and TensorBoard logging those rows."""
+evaluation, the metrics row it builds, and TensorBoard logging those rows (the objective's own terms too)."""
 
 import json
 from types import SimpleNamespace
@@ -28,13 +28,13 @@ def test_a_row_holds_the_epochs_numbers_and_the_test_elbo_of_that_moment():
     rows = []
     loop = SimpleNamespace(rt=SimpleNamespace(autocast_dtype=None))
     stats = {"train_elbo": -500.0, "sigma_x": 0.5, "steps": 7, "skipped": 1, "seconds": 3.0, "final": False, "precision": "fp32",
-             "train_objective": -510.0}
+             "train_objective": -510.0, "train_mine": 2.5}
     Monitor(model, cfg, test, rows).on_epoch_end(loop, 1, stats)
     ref = evaluate_elbo(model, monitor_subset(test, 4), n_samples=1, seed=9, sharded=True)
     assert rows == [{
         "epoch": 2, "steps": 7, "train_elbo": -500.0, "test_elbo": ref["elbo"], "test_elbo_se": ref["elbo_se"], "test_rec": ref["rec"],
         "test_kl": ref["kl"], "test_images": 4, "test_samples": 1, "precision": "fp32", "sigma_x": 0.5, "skipped_nonfinite": 1,
-        "seconds": 3.0, "train_objective": -510.0, "objective": "elbo with beta=2",
+        "seconds": 3.0, "train_objective": -510.0, "objective": "elbo with beta=2", "train_mine": 2.5,
     }]
     assert objective_name(TrainConfig(objective="iwae", options={"iw_samples": 5}, kl_warmup=10)) == "iwae(k=5) with beta=1, warm-up 10 steps"
 
@@ -52,7 +52,7 @@ def test_the_last_metrics_row_is_the_full_evaluation(tiny_dataset_dir, tmp_path,
     assert len(rows) == {3: 3, 5: 2, 4: 1}[limit.get("max_steps", 3)]
 
 
-def test_tensorboard_logs_each_rows_scalars(tmp_path):
+def test_tensorboard_logs_each_rows_scalars_and_the_objectives_own_terms(tmp_path):
     pytest.importorskip("tensorboard", reason="TensorBoard needs the optional tensorboard package")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -60,12 +60,12 @@ def test_tensorboard_logs_each_rows_scalars(tmp_path):
     board = TensorBoard(tmp_path / "tb", tiny(), rows, seed=0)
     for epoch in range(2):
         rows.append({"epoch": epoch + 1, "train_elbo": -9.0 - epoch, "test_elbo": -8.0, "test_rec": -7.0, "test_kl": 1.0,
-                     "sigma_x": None, "train_objective": -9.5})
+                     "sigma_x": None, "train_objective": -9.5, "train_mine": 0.25 * epoch})
         board.on_epoch_end(None, epoch, {})
     board.on_end(None)
     board.close()  # closing twice is harmless
     acc = EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()
-    assert set(acc.Tags()["scalars"]) == {"elbo/train_elbo", "elbo/test_elbo", "terms/test_rec", "terms/test_kl"}
-    assert [(e.step, e.value) for e in acc.Scalars("elbo/train_elbo")] == [(1, -9.0), (2, -10.0)]
+    assert set(acc.Tags()["scalars"]) == {"elbo/train_elbo", "elbo/test_elbo", "terms/test_rec", "terms/test_kl", "terms/train_mine"}
+    assert [(e.step, e.value) for e in acc.Scalars("terms/train_mine")] == [(1, 0.0), (2, 0.25)]
     assert [e.step for e in acc.Images("samples")] == [1, 2]

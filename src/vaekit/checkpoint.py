@@ -15,7 +15,7 @@ import random
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Collection
 
@@ -210,6 +210,7 @@ class TrainState(Position):
     finished: bool = False
     world_size: int = 1  # data-parallel processes that trained it (batch positions count global batches)
     objective: Tensor | None = None  # [step] per-step training objective (nats per image; None: the ELBO)
+    extras: dict[str, Tensor] = field(default_factory=dict)  # name -> [step] the objective's own terms per step
 
 
 def capture_rng() -> dict[str, Any]:
@@ -233,6 +234,8 @@ def state_to_tensors(state: TrainState) -> tuple[dict[str, Tensor], dict[str, An
     tensors: dict[str, Tensor] = {"elbos": state.elbos, "rng/torch": state.rng["torch"]}
     if state.objective is not None:
         tensors["objective"] = state.objective
+    for name, values in state.extras.items():
+        tensors[f"extra/{name}"] = values
     for i, t in enumerate(state.rng.get("cuda", [])):
         tensors[f"rng/cuda/{i}"] = t
     np_name, np_keys, np_pos, np_has_gauss, np_cached = state.rng["numpy"]
@@ -280,6 +283,7 @@ def state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any]) -> Trai
         epoch_start_step=int(meta["epoch_start_step"]), epoch_start_skipped=int(meta["epoch_start_skipped"]),
         optimizer={"state": optim_state, "param_groups": meta["param_groups"]}, rng=rng,
         world_size=int(meta.get("world_size", 1)), objective=tensors.get("objective"),
+        extras={k[len("extra/") :]: t for k, t in tensors.items() if k.startswith("extra/")},  # none in older checkpoints
     )
 
 
@@ -315,6 +319,9 @@ def load_checkpoint(out: Path) -> tuple[dict[str, Tensor], TrainState, list[dict
             raise ValueError(f"inconsistent position: step {state.step}, {len(state.elbos)} ELBO values, epoch start {state.epoch_start_step}")
         if state.objective is not None and len(state.objective) != state.step:
             raise ValueError(f"inconsistent position: step {state.step}, {len(state.objective)} objective values")
+        for name, values in state.extras.items():
+            if len(values) != state.step:
+                raise ValueError(f"inconsistent position: step {state.step}, {len(values)} values of the term {name!r}")
         if state.rng["torch"].shape != torch.get_rng_state().shape:
             raise ValueError(f"rng/torch has shape {list(state.rng['torch'].shape)}, expected {list(torch.get_rng_state().shape)}")
     except (KeyError, ValueError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as e:

@@ -11,7 +11,7 @@
                     Clock (training time), TrainingInterrupted
     guard.py        NonFiniteGuard (per-step flags, checked every step on the CPU, lazily on
                     accelerators; skip_nonfinite), NonFiniteError
-    history.py      History: per-step ELBO and training objective
+    history.py      History: per-step ELBO, training objective, the objective's own terms
     schedules.py    lr_factor, lr_warmup_factor, LearningRate, kl_beta
     updates.py      UpdateHook around each optimizer step
     callbacks.py    the Callback protocol; a plain function at epoch ends

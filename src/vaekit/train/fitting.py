@@ -38,15 +38,17 @@ def fit(
     one batch at a time), or a ``data.NpyRows`` for data larger than memory (read from
     disk a batch at a time). The objective is ``cfg.objective`` (``objectives.OBJECTIVES``) with
     the KL weight ``kl_beta(cfg, step)``; the per-step "ELBO" recorded is always the true
-    bound (beta = 1), and a different training objective is recorded beside it.
+    bound (beta = 1), and a different training objective is recorded beside it, as are the
+    objective's own terms (``Terms.extra``).
 
     Hooks (their time is not counted as training time, nor against ``cfg.time_budget``):
 
     * ``on_epoch_end(epoch, stats)`` after every epoch (also a partial last one), with
       ``train_elbo`` (mean per-step ELBO, nats per image), ``sigma_x``, ``steps``,
       ``skipped`` and ``seconds`` (training time so far), ``train_objective`` when
-      the objective is not the ELBO, ``final`` (the run's last epoch: the epochs, the step
-      limit or the time budget end here) and ``precision`` ("fp32" or "bf16");
+      the objective is not the ELBO, ``train_<name>`` for each of the objective's own terms,
+      ``final`` (the run's last epoch: the epochs, the step limit or the time budget end here)
+      and ``precision`` ("fp32" or "bf16");
     * ``on_checkpoint(state)`` after each epoch's ``on_epoch_end``, every
       ``cfg.checkpoint_every`` steps, when SIGINT/SIGTERM arrives (then ``fit`` raises
       ``TrainingInterrupted``) and once at the end (``state.finished``): see ``checkpoints.Checkpoints``;

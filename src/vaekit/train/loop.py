@@ -42,6 +42,7 @@ class FitResult:
     skipped: int = 0  # batches skipped as non-finite (with skip_nonfinite)
     stopped_by: str = "epochs"  # "epochs", "max_steps" or "time_budget"
     batch_objectives: list[float] | None = None  # per-step training objective, when it is not the ELBO
+    batch_extras: dict[str, list[float]] = field(default_factory=dict)  # per-step values of the objective's own terms
 
 
 class TrainLoop:
@@ -123,7 +124,11 @@ class TrainLoop:
         x = self.data.take(idx, shard)  # [B_local, C, H, W]
         terms, loss = self.forward_backward(x, shard)
         scale = world / shard.size  # x local sum = this process's part of the global batch's mean
-        sums = self.agree([loss.detach(), terms.elbo.detach().float().sum() * scale, gradients_bad(self.params).to(loss.dtype)])
+        extras = terms.extra or {}
+        sums = self.agree([
+            loss.detach(), terms.elbo.detach().float().sum() * scale, gradients_bad(self.params).to(loss.dtype),
+            *(v.detach().float().sum() * scale for v in extras.values()),
+        ])
         if pos.step % self.guard.check_every == 0:
             self.stop.read(sums)  # a host sync: every step on the CPU, every log_every steps on GPUs
         loss_g, elbo_g = sums[0].float() / world, sums[1].float() / world  # the global batch's means
@@ -141,7 +146,7 @@ class TrainLoop:
         if self.cfg.calibrated:
             with torch.no_grad():
                 self.model.log_sig_x.copy_(terms.log_sig_x)
-        self.history.record(pos.step, elbo_g, -loss_g)
+        self.history.record(pos.step, elbo_g, -loss_g, {k: sums[3 + j].float() / world for j, k in enumerate(extras)})
         pos.step += 1
 
     def forward_backward(self, x: Tensor, shard: Any) -> tuple[Any, Tensor]:
@@ -172,7 +177,7 @@ class TrainLoop:
             "steps": pos.step, "skipped": pos.skipped, "seconds": self.clock.seconds(),
             "final": self.stop.is_final(epoch, pos.step),  # the run's last epoch: the epochs, the step limit or the budget end here
             "precision": self.rt.precision,
-            **means,  # train_objective
+            **means,  # train_objective, train_<extra term>
         }
 
     def agree(self, values: list[Tensor]) -> Tensor:

@@ -76,10 +76,11 @@ class Monitor(Callback):
         if "train_objective" in stats:  # a beta-weighted or IWAE loss, under its own name
             row["train_objective"] = stats["train_objective"]
             row["objective"] = objective_name(cfg)
+        row.update({k: v for k, v in stats.items() if k.startswith("train_") and k not in row})  # the objective's own terms
         self.rows.append(row)
 
 
-#: the row's keys logged as scalars
+#: the row's keys logged as scalars (besides the objective's own terms, train_<name>)
 TENSORBOARD_SCALARS = ("train_elbo", "test_elbo", "test_rec", "test_kl", "sigma_x")
 
 
@@ -98,7 +99,8 @@ class TensorBoard(Callback):
     def on_epoch_end(self, loop: Any, epoch: int, stats: dict[str, Any]) -> None:
         row, writer = self.rows[-1], self.writer
         step = row["epoch"]
-        for key in TENSORBOARD_SCALARS:
+        extras = [k for k in row if k.startswith("train_") and k not in TENSORBOARD_SCALARS and k != "train_objective"]
+        for key in (*TENSORBOARD_SCALARS, *extras):
             if row.get(key) is not None:
                 writer.add_scalar(f"elbo/{key}" if "elbo" in key else f"terms/{key}", row[key], step)
         with seeded_rng(self.seed, next(self.model.parameters()).device):
