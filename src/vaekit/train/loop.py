@@ -1,7 +1,7 @@
 """The training loop: ``run`` -> ``run_epoch`` -> ``run_step`` -> ``forward_backward``, as in
 improved-diffusion's TrainLoop, over collaborators that each own one concern: the ``Runtime``
 (device, precision, DDP), the ``BatchSource``, the ``StopPolicy`` and its clock, the
-``NonFiniteGuard``, the ``History``, the learning rate, ``UpdateHook``s and
+``NonFiniteGuard``, the ``History``, the learning rate, ``UpdateHook``s (gradient clipping) and
 callbacks (progress, checkpoints, the monitor, TensorBoard). See ``fit`` for what it does.
 
 Speed without changing the math: the whole dataset is one tensor on the training device, shuffled
