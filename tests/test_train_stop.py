@@ -74,7 +74,7 @@ def test_the_step_limit_is_the_epochs_steps_at_most_max_steps(max_steps, total):
 
 
 def test_the_time_budget_stops_once_the_agreed_clock_reaches_it():
-    stop, t, clock = policy(time_budget=0.5)  # 30 s
+    stop, _, _ = policy(time_budget=0.5)  # 30 s
     for secs, stops in ((0.0, False), (29.9, False), (30.0, True)):
         stop.read(torch.tensor([0.0, 0.0, secs], dtype=torch.float64))
         assert stop.limit_reached(3) == stops and stop.elapsed == secs
