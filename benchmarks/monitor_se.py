@@ -1,7 +1,7 @@
 """How many test images and samples of z the per-epoch monitor needs: the test ELBO's standard error.
 
 For a trained run, draws 10 independent single-sample ELBOs of every test image (fp32), then
-for M images in {1000, 2000, 5000, 10000} (the monitor's fixed random subset, ``commands.train.monitor_subset``) and S samples in {1, 2, 10} takes each
+for M images in {1000, 2000, 5000, 10000} (the monitor's fixed random subset, ``train.monitor.monitor_subset``) and S samples in {1, 2, 10} takes each
 image's estimate as the mean of its first S draws and the standard error over the M images
 (std / sqrt(M); the sample noise adds to the per-image variance). Prints the table, each cell's
 cost in decoded images (M x S), and the cheapest cell with SE < ``--target`` last.
@@ -16,12 +16,12 @@ import math
 
 import torch
 
-from vaekit.commands.train import monitor_subset
 from vaekit.data import load_dataset
 from vaekit.evaluation import seeded_rng
 from vaekit.model import eval_mode
 from vaekit.objectives import make_objective
 from vaekit.runfolder import RunFolder, load_run, split_images
+from vaekit.train.monitor import monitor_subset
 
 from common import machine
 

@@ -44,7 +44,7 @@ def run_reference(data, budget_s: float, eval_every_s: float, seed: int, device)
     curve, trained, next_eval = [], 0.0, eval_every_s
     while trained < budget_s:
         t0 = time.perf_counter()
-        reference_step(model, opt, next(batches)[0].to(device), cfg.samples)
+        reference_step(model, opt, next(batches)[0].to(device), cfg.options["samples"])
         trained += time.perf_counter() - t0
         if trained >= next_eval or trained >= budget_s:
             curve.append((trained, evaluate_elbo(model, data.test_images, 10)["elbo"]))

@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     cfg = dataclasses.replace(TrainConfig(), **PRESETS["assignment"], device=str(device), seed=args.seed)
-    bs, n = cfg.batch_size, cfg.samples
+    bs, n = cfg.batch_size, cfg.options["samples"]  # the ELBO objective's samples of z
     data = load_dataset("mnist")
     print(f"machine: {machine()}")
     print(f"recipe: batch {bs}, {n} samples of z, Adam {cfg.lr}, device {device}; {args.warmup} warm-up + {args.steps} timed steps")

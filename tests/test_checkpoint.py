@@ -251,6 +251,64 @@ def test_inconsistent_checkpoint_is_one_clear_error(uninterrupted, tmp_path):
         load_checkpoint(run)
 
 
+def train_state(**kw):
+    """A TrainState as training takes one: a position, 3 steps of history, an optimizer and the RNGs."""
+    from vaekit.checkpoint import Position, TrainState, capture_rng
+
+    model = SimpleVAE(num_filters=4)
+    opt = torch.optim.Adam(model.parameters())
+    model.log_sig_x.grad = torch.tensor(0.5)
+    opt.step()
+    position = Position(step=3, epoch=1, batch=2, seconds=4.5, skipped=1, epoch_start_step=2, epoch_start_skipped=1)
+    return position, TrainState(**vars(position), elbos=torch.tensor([-3.0, -2.0, -1.0]), optimizer=opt.state_dict(),
+                                rng=capture_rng(), **kw)
+
+
+def test_a_train_state_is_its_position_and_round_trips_with_the_objectives_terms(tmp_path):
+    import json
+
+    from vaekit.checkpoint import Position, state_from_tensors, state_to_tensors
+
+    position, state = train_state(extras={"half": torch.tensor([-1.5, -1.0, -0.5])})
+    assert isinstance(state, Position) and state.position() == position and type(state.position()) is Position
+    tensors, meta = state_to_tensors(state)
+    save_weights(tmp_path / "s.safetensors", tensors)
+    loaded, _ = load_weights(tmp_path / "s.safetensors")
+    back = state_from_tensors(loaded, json.loads(json.dumps(meta)))
+    assert back.position() == position and not back.finished and back.objective is None
+    assert torch.equal(back.elbos, state.elbos) and back.extras.keys() == {"half"}
+    assert torch.equal(back.extras["half"], torch.tensor([-1.5, -1.0, -0.5]))
+
+
+def test_without_the_objectives_own_terms_a_checkpoint_is_written_as_before():
+    """No ``extra/`` tensors unless an objective has terms of its own: the checkpoints of every existing objective
+    are what earlier versions wrote, and theirs (none of these tensors) load with no terms."""
+    from vaekit.checkpoint import state_to_tensors
+
+    _, state = train_state()
+    tensors, meta = state_to_tensors(state)
+    assert {k for k in tensors if not k.startswith("optim/")} == {"elbos", "rng/torch", "rng/numpy"}
+    assert "extras" not in meta
+    _, old, _ = load_checkpoint(FIXTURE_RUN)  # written by vaekit 0.1.0
+    assert old.extras == {} and old.objective is None and old.finished
+
+
+def test_a_term_of_the_wrong_length_is_an_inconsistent_checkpoint(uninterrupted, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    tensors, header = load_weights(run / CHECKPOINT)
+    tensors["extra/half"] = tensors["elbos"][:-1].clone()
+    save_weights(run / CHECKPOINT, tensors, header)
+    with pytest.raises(CheckpointError, match="inconsistent position: step 48, 47 values of the term 'half'"):
+        load_checkpoint(run)
+    tensors["extra/half"] = tensors["elbos"] / 2
+    save_weights(run / CHECKPOINT, tensors, header)
+    _, state, _ = load_checkpoint(run)
+    assert torch.equal(state.extras["half"], state.elbos / 2)
+
+
 # ----------------------------------------------------------------------------- never unpickling
 
 

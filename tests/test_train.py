@@ -1,5 +1,6 @@
-"""Training: fit and train_vae, learning-rate schedules and stopping, binarization while training,
-exact resume (with real SIGKILL/SIGINT) and the non-finite guard."""
+"""Training as a whole (the vaekit.train package): fit and train_vae, their public names, exact resume
+(in process, in bf16, and with real SIGKILL/SIGINT) and a resume's change of precision. The collaborators
+have their own files: test_train_<module>.py."""
 
 import json
 import math
@@ -12,12 +13,10 @@ import torch
 
 from vaekit import SimpleVAE, TrainConfig, binarize, evaluate_elbo, fit, set_seed, train_run, train_vae
 from vaekit import config as config_mod
-from vaekit.checkpoint import CHECKPOINT, load_checkpoint, load_weights, save_weights, state_from_tensors, state_to_tensors
+from vaekit.checkpoint import load_weights, save_weights, state_from_tensors, state_to_tensors
 from vaekit.config import ModelConfig
-from vaekit.distributed import BatchShard
-from vaekit.train import NonFiniteError, TrainLoop
 
-from helpers import SIZE, grey_images, model_terms, tiny, train_args, vaekit
+from helpers import model_terms, train_args, vaekit, wait_for_checkpoint
 
 TINY = TrainConfig(epochs=4, batch_size=16, samples=2, lr=1e-3, device="cpu", seed=3)
 
@@ -71,58 +70,6 @@ def test_train_vae_rejects_bad_data():
         train_vae(m, torch.zeros(10, 1, 28, 28, dtype=torch.int64), epochs=1, batch_size=5, progress=False, device="cpu")
 
 
-def test_time_budget_stops_training_and_reports_the_partial_epoch():
-    x = torch.rand(4096, 1, 28, 28)
-    seen = []
-    cfg = TrainConfig(epochs=50, batch_size=16, samples=1, time_budget=0.5 / 60, device="cpu")
-    result = fit(SimpleVAE(num_filters=4), x, cfg, progress=False, on_epoch_end=lambda e, s: seen.append((e, s)))
-    assert result.stopped_by == "time_budget"
-    assert 0 < result.steps < 50 * 256
-    assert len(seen) == result.epochs_done >= 1
-    assert seen[-1][1]["steps"] == result.steps
-    assert 0.5 <= seen[-1][1]["seconds"] < 5
-
-
-def test_max_steps_stops_mid_epoch():
-    x = torch.rand(64, 1, 28, 28)
-    m = SimpleVAE(num_filters=4)
-    cfg = TrainConfig(epochs=10, batch_size=16, samples=1, max_steps=6, lr_schedule="cosine", device="cpu")
-    result = fit(m, x, cfg, progress=False)
-    assert result.steps == 6 and result.stopped_by == "max_steps" and result.epochs_done == 2
-
-
-@pytest.mark.parametrize(
-    "schedule,frac,expected",
-    [
-        ("constant", 0.7, 1.0),
-        ("cosine", 0.0, 1.0), ("cosine", 0.5, 0.5), ("cosine", 1.0, 0.0),
-        ("anneal", 0.0, 1.0), ("anneal", 0.8, 1.0), ("anneal", 0.9, 0.5), ("anneal", 1.0, 0.0), ("anneal", 1.5, 0.0),
-    ],
-)
-def test_lr_schedules(schedule, frac, expected):
-    from vaekit.train import lr_factor
-
-    assert lr_factor(schedule, frac) == pytest.approx(expected, abs=1e-12)
-
-
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_lr_warmup_rises_linearly_to_the_schedules_lr(monkeypatch, schedule):
-    """The lr Adam steps with (read off the optimizer at each step): L (s + 1) / W for the first W steps, then
-    the schedule's L * lr_factor(s / total); warm-up 0 leaves the schedule alone."""
-    from vaekit.train import lr_factor
-
-    seen = []
-    real_step = torch.optim.Adam.step
-    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **kw: (seen.append(self.param_groups[0]["lr"]), real_step(self, *a, **kw))[1])
-    x = grey_images(32, seed=3)
-    for warmup in (4, 0):
-        seen.clear()
-        cfg = TrainConfig(batch_size=4, max_steps=8, epochs=1, lr=2e-3, lr_warmup=warmup, lr_schedule=schedule, device="cpu")
-        fit(tiny(), x, cfg, progress=False)
-        want = [2e-3 * lr_factor(schedule, s / 8) * (min(1.0, (s + 1) / warmup) if warmup else 1.0) for s in range(8)]
-        assert seen == pytest.approx(want, rel=1e-12), warmup
-
-
 def test_bernoulli_model_trains_with_fit(mnist):
     images = mnist.train_images[:32]
     x = binarize(images)  # what static binarization trains on
@@ -136,66 +83,6 @@ def test_bernoulli_model_trains_with_fit(mnist):
     after = model_terms(model, x, 4, seed=99).loss.mean().item()
     assert math.isfinite(after) and after < before - 10
     assert model.log_sig_x.item() == 0.0 and not model.log_sig_x.requires_grad
-
-
-# ============================================================================ fit's binarize modes
-
-
-def recorded_batches(model, images, binarize_mode, monkeypatch, seed=0):
-    """Train 2 epochs of one batch each; return the x that the model encoded in each step."""
-    seen = []
-    original = model.encode
-
-    def spy(x, *args, **kwargs):
-        seen.append(x.detach().clone())
-        return original(x, *args, **kwargs)
-
-    monkeypatch.setattr(model, "encode", spy)
-    cfg = TrainConfig(epochs=2, batch_size=len(images), samples=1, device="cpu", binarize=binarize_mode, seed=0)
-    torch.manual_seed(seed)
-    fit(model, images, cfg, progress=False)
-    assert len(seen) == 2
-    return seen
-
-
-def rows(x):
-    """The images of a batch as a sorted list of tuples: the batch as a multiset."""
-    return sorted(tuple(r) for r in x.reshape(x.shape[0], -1).tolist())
-
-
-def test_fit_dynamic_binarization_draws_fresh_samples(monkeypatch):
-    images = torch.full((8, 1, SIZE, SIZE), 0.5)  # every image the same: the data order does not matter
-    seen = recorded_batches(tiny(), images, "dynamic", monkeypatch)
-    for x in seen:
-        assert x.shape == images.shape
-        assert ((x == 0) | (x == 1)).all()
-        ones = x.sum().item()
-        assert abs(ones - x.numel() / 2) <= 5 * math.sqrt(x.numel() / 4)
-    assert not torch.equal(seen[0], seen[1])
-    assert rows(seen[0]) != rows(seen[1])
-    # the draws come from the global RNG: the same seed gives the same draws, another seed others
-    again = recorded_batches(tiny(), images, "dynamic", monkeypatch)
-    assert all(torch.equal(a, b) for a, b in zip(seen, again))
-    other = recorded_batches(tiny(), images, "dynamic", monkeypatch, seed=1)
-    assert not torch.equal(seen[0], other[0])
-
-
-def test_fit_static_binarization_draws_once(monkeypatch):
-    images = grey_images(8, seed=13)
-    seen = recorded_batches(tiny(), images, "static", monkeypatch)
-    for x in seen:
-        assert ((x == 0) | (x == 1)).all()
-    assert rows(seen[0]) == rows(seen[1])
-    assert rows(seen[0]) == rows(binarize(images))
-    assert len(set(rows(seen[0]))) == 8  # distinct images, so the multiset comparison means something
-
-
-def test_fit_without_binarization_sees_the_images(monkeypatch):
-    images = grey_images(8, seed=14)
-    seen = recorded_batches(tiny(), images, "none", monkeypatch)
-    for x in seen:
-        assert rows(x) == rows(images)
-        assert ((x > 0) & (x < 1)).any()
 
 
 # ============================================================================ resume
@@ -226,31 +113,16 @@ def test_resume_in_process_is_bit_identical(tmp_path):
         assert out.batch_elbos == full.batch_elbos
 
 
-def wait_for_checkpoint(path, proc, step_at_least, timeout=60):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
-        if path.exists():
-            try:
-                _, state, _ = load_checkpoint(path.parent)
-                if state.step >= step_at_least:
-                    return state.step
-            except Exception:  # noqa: BLE001 - being replaced right now; atomic, so retry
-                pass
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
-
-
 def test_sigkill_at_any_point_then_resume_gives_identical_weights(tiny_dataset_dir, tmp_path, uninterrupted):
     out = tmp_path / "run"
     p = vaekit(*train_args(tiny_dataset_dir, out))
-    wait_for_checkpoint(out / CHECKPOINT, p, step_at_least=5)
+    wait_for_checkpoint(out, p, step_at_least=5)
     p.send_signal(signal.SIGKILL)
     p.communicate()
     assert p.returncode == -signal.SIGKILL
     # killed again, this time between checkpoints, a few steps into the resumed run
     p = vaekit("train", "--resume", str(out))
-    wait_for_checkpoint(out / CHECKPOINT, p, step_at_least=21)
+    wait_for_checkpoint(out, p, step_at_least=21)
     time.sleep(0.15)
     p.send_signal(signal.SIGKILL)
     p.communicate()
@@ -273,7 +145,7 @@ def test_sigkill_at_any_point_then_resume_gives_identical_weights(tiny_dataset_d
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset_dir, tmp_path, uninterrupted):
     out = tmp_path / "run"
     p = vaekit(*train_args(tiny_dataset_dir, out))
-    wait_for_checkpoint(out / CHECKPOINT, p, step_at_least=3)
+    wait_for_checkpoint(out, p, step_at_least=3)
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=120)
     assert p.returncode == 130
@@ -286,112 +158,11 @@ def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset_dir, tmp
     assert_same_weights(a, b)
 
 
-# ============================================================================ the non-finite guard
-
-
-def nan_images(n=64, bad_index=37):
-    x = torch.rand(n, 1, 28, 28)
-    x[bad_index, 0, 5, 5] = float("nan")
-    return x, bad_index
-
-
-def first_bad_step(n, bs, bad_index, seed, epochs):
-    """Where the NaN image lands, from the documented data order: randperm(seed * 100003 + epoch)."""
-    steps = -(-n // bs)
-    for epoch in range(epochs):
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        pos = (perm == bad_index).nonzero().item()
-        yield epoch, epoch * steps + pos // bs + 1
-
-
-def test_nonfinite_loss_stops_with_epoch_step_and_quantity_and_keeps_the_last_good_checkpoint():
-    x, bad = nan_images()
-    cfg = TrainConfig(**{**TINY.__dict__, "checkpoint_every": 1})
-    epoch, step = next(first_bad_step(64, 16, bad, cfg.seed, 1))
-    model = SimpleVAE(num_filters=4)
-    saved = []
-    with pytest.raises(NonFiniteError, match=rf"non-finite loss .* at epoch {epoch + 1}, step {step}"):
-        fit(model, x, cfg, progress=False, on_checkpoint=lambda st: saved.append((st.step, snapshot(model))))
-    assert [s for s, _ in saved] == list(range(1, step))  # never a checkpoint from the bad step on
-    for k, v in model.state_dict().items():  # the update from the bad batch was not applied
-        assert torch.isfinite(v).all(), k
-
-
-def test_skip_nonfinite_skips_and_counts():
-    x, bad = nan_images()
-    cfg = TrainConfig(**{**TINY.__dict__, "skip_nonfinite": True})
-    model = SimpleVAE(num_filters=4)
-    stats = []
-    result = fit(model, x, cfg, progress=False, on_epoch_end=lambda e, s: stats.append(s))
-    assert result.skipped == cfg.epochs  # the NaN image is in one batch per epoch
-    assert result.steps == cfg.epochs * 4 - cfg.epochs
-    assert [s["skipped"] for s in stats] == [1, 2, 3, 4]
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
-
-
-def test_nonfinite_gradient_is_named():
-    model = SimpleVAE(num_filters=4)
-    model.decoder[0].weight.register_hook(lambda g: g * float("inf"))
-    with pytest.raises(NonFiniteError, match="non-finite gradient .* at epoch 1, step 1"):
-        fit(model, torch.rand(32, 1, 28, 28), TINY, progress=False)
-
-
-def test_nonfinite_in_a_run_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, mnist):
-    import dataclasses
-
-    x = mnist.train_images[:64].clone()
-    x[37, 0, 5, 5] = float("nan")
-    tiny = dataclasses.replace(mnist, train_images=x, test_images=mnist.test_images[:32])
-    monkeypatch.setattr("vaekit.commands.train.load_dataset", lambda name, **kwargs: tiny)
-    cfg = TrainConfig(**{**TINY.__dict__, "checkpoint_every": 1, "eval_samples": 1})
-    epoch, step = next(first_bad_step(64, 16, 37, cfg.seed, 1))
-    with pytest.raises(NonFiniteError):
-        train_run(ModelConfig(num_filters=4), cfg, tmp_path / "run", progress=False)
-    _, state, _ = load_checkpoint(tmp_path / "run")
-    assert state.step == step - 1
-    weights, _ = load_weights(tmp_path / "run" / "model.safetensors")
-    assert all(torch.isfinite(v).all() for v in weights.values())
-
-
 # ----------------------------------------------------------------------------- bf16: what stays fp32, exact resume, a change of precision
 # bf16 autocast is emulated on CPUs without native bf16 (slow), so the models here are tiny.
 
 
 TINY_BF16 = TrainConfig(epochs=2, batch_size=16, samples=2, lr=1e-3, device="cpu", seed=5, precision="bf16")
-
-
-def test_bf16_runs_the_networks_in_bf16_and_keeps_everything_else_fp32():
-    set_seed(0)
-    model = SimpleVAE(num_filters=4)
-    seen = []
-    model.decoder.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
-    model.encoder.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
-    loop = TrainLoop(model, torch.rand(32, 1, 28, 28), TINY_BF16, progress=False, on_epoch_end=None,
-                     on_checkpoint=None, resume=None, log_every=10)
-    assert loop.precision == "bf16" and loop.autocast_dtype is torch.bfloat16
-    x = torch.rand(16, 1, 28, 28)
-    terms, loss = loop.forward_backward(x, BatchShard.whole(16))
-    assert seen and set(seen) == {torch.bfloat16}  # the networks ran under autocast
-    for name in ("loss", "elbo", "rec", "kl", "log_sig_x"):  # the objective's per-image terms: fp32
-        assert getattr(terms, name).dtype == torch.float32, name
-    assert loss.dtype == torch.float32
-    loop.opt.step()
-    for p in model.parameters():  # master weights, gradients and Adam's moments: fp32
-        assert p.dtype == torch.float32
-        assert p.grad is None or p.grad.dtype == torch.float32
-        for key, value in loop.opt.state.get(p, {}).items():
-            if key in ("exp_avg", "exp_avg_sq"):
-                assert value.dtype == torch.float32, key
-
-
-def test_fp32_and_auto_here_do_not_autocast(monkeypatch):
-    monkeypatch.setattr(config_mod, "_mkldnn_bf16_supported", lambda: False)
-    model = SimpleVAE(num_filters=4)
-    for precision in ("fp32", "auto"):
-        cfg = TrainConfig(batch_size=16, device="cpu", precision=precision)
-        loop = TrainLoop(model, torch.rand(32, 1, 28, 28), cfg, progress=False, on_epoch_end=None,
-                         on_checkpoint=None, resume=None, log_every=10)
-        assert loop.autocast_dtype is None and loop.precision == "fp32"
 
 
 def test_bf16_training_learns():
@@ -445,33 +216,23 @@ def test_a_run_prints_its_precision_and_a_resume_in_another_precision_says_so(ti
     assert len(notes) == 1
 
 
-@pytest.mark.parametrize("limit", [{"epochs": 3}, {"epochs": 3, "max_steps": 5}, {"epochs": 3, "max_steps": 4}])
-def test_the_last_metrics_row_is_the_full_evaluation(tiny_dataset_dir, tmp_path, limit):
-    # 256 training images, batch 64: 4 steps per epoch; max_steps 5 ends mid-epoch 2, max_steps 4 at the end of epoch 1
-    out = tmp_path / "run"
-    cfg = TrainConfig(dataset=str(tiny_dataset_dir), batch_size=64, eval_samples=3, monitor_samples=1, monitor_images=16,
-                      device="cpu", precision="fp32", **limit)
-    train_run(ModelConfig(num_filters=4), cfg, out, progress=False)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["test_images"], r["test_samples"]) for r in rows[:-1]] == [(16, 1)] * (len(rows) - 1)
-    assert (rows[-1]["test_images"], rows[-1]["test_samples"]) == (64, 3)  # all 64 test images, eval_samples
-    assert len(rows) == {3: 3, 5: 2, 4: 1}[limit.get("max_steps", 3)]
+# ============================================================================ the package's public names
 
 
-@pytest.mark.parametrize("env, share, expected", [(None, 1, "cores"), (None, 2, "half"), ("1", 1, 1), ("3", 1, "min3"), ("", 1, "cores"), ("x", 1, "cores")])
-def test_configure_threads_gives_a_thread_per_core_at_most_omp_num_threads(monkeypatch, env, share, expected):
-    import os
+def test_every_public_name_is_importable_from_vaekit_train_and_train_vae_keeps_its_signature():
+    import inspect
 
-    from vaekit.train import configure_threads
+    import vaekit.train as train
 
-    cores = len(os.sched_getaffinity(0))
-    want = {"cores": cores, "half": max(1, cores // 2), "min3": min(cores, 3)}.get(expected, expected)
-    if env is None:
-        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    else:
-        monkeypatch.setenv("OMP_NUM_THREADS", env)
-    before = torch.get_num_threads()
-    try:
-        assert configure_threads(share) == want and torch.get_num_threads() == want
-    finally:
-        torch.set_num_threads(before)
+    names = {"fit", "train_vae", "FitResult", "TrainLoop", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
+             "set_seed", "configure_threads", "as_image_tensor", "kl_beta", "lr_factor", "lr_warmup_factor"}
+    assert set(train.__all__) == names
+    for name in names:
+        assert getattr(train, name).__name__ == name, name
+    assert callable(train.fit) and train.fit is fit  # the function, not its module
+    # the assignment's API, as it was written
+    assert str(inspect.signature(train_vae)) == (
+        "(model: 'VAE', dataset: 'Any', epochs: 'int' = 20, n_samples: 'int' = 10, batch_size: 'int' = 256, *, "
+        "lr: 'float' = 0.001, device: 'str' = 'auto', seed: 'int | None' = None, calibrated: 'bool' = False, "
+        "progress: 'bool' = True) -> 'list[float]'"
+    )

@@ -15,7 +15,7 @@ import random
 import re
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Collection
 
@@ -28,7 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "save_weights", "load_weights", "read_json",
-    "TrainState", "capture_rng", "restore_rng", "state_to_tensors", "state_from_tensors",
+    "Position", "TrainState", "capture_rng", "restore_rng", "state_to_tensors", "state_from_tensors",
     "save_checkpoint", "load_checkpoint", "CHECKPOINT", "CHECKPOINT_FORMAT", "RunLock", "RunLockedError", "DIGEST_KEY",
     "remove_stale_temp_files",
 ]
@@ -174,26 +174,43 @@ CHECKPOINT_FORMAT = "vaekit.checkpoint/1"
 
 
 @dataclass
-class TrainState:
-    """Everything needed to continue training exactly where it stopped.
+class Position:
+    """Where training stands, after a completed step: the next batch to train is batch ``batch`` of
+    epoch ``epoch`` (0-based) of that epoch's data order, which depends only on (seed, epoch).
 
-    Captured after a completed step: the next batch to train is batch ``batch`` of epoch
-    ``epoch`` (0-based) of that epoch's data order, which depends only on (seed, epoch).
+    The trainer keeps one as it goes, and the checkpoint's ``TrainState`` is one (plus what else
+    resuming needs), so these fields exist once.
     """
 
-    step: int  # optimizer steps done
-    epoch: int  # the epoch in progress (0-based)
-    batch: int  # batches of that epoch already consumed
-    seconds: float  # training time so far
-    skipped: int  # non-finite batches skipped so far
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # batches of that epoch already consumed (trained or skipped)
+    seconds: float = 0.0  # training time so far (set when a state is taken)
+    skipped: int = 0  # non-finite batches skipped so far
+    epoch_start_step: int = 0  # `step` when the epoch in progress began
+    epoch_start_skipped: int = 0  # `skipped` when the epoch in progress began
+
+    def next_epoch(self) -> None:
+        """The epoch in progress ran to its end: move to the start of the next one."""
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.epoch_start_step, self.epoch_start_skipped = self.step, self.skipped
+
+    def position(self) -> "Position":
+        """A copy of just the position (of a ``TrainState`` too)."""
+        return Position(**{f.name: getattr(self, f.name) for f in fields(Position)})
+
+
+@dataclass(kw_only=True)
+class TrainState(Position):
+    """Everything needed to continue training exactly where it stopped: the ``Position`` and the rest."""
+
     elbos: Tensor  # [step] per-step ELBO so far, CPU
     optimizer: dict[str, Any]  # optimizer.state_dict()
     rng: dict[str, Any]  # capture_rng()
-    epoch_start_step: int = 0  # `step` when the epoch in progress began
-    epoch_start_skipped: int = 0  # `skipped` when the epoch in progress began
     finished: bool = False
     world_size: int = 1  # data-parallel processes that trained it (batch positions count global batches)
     objective: Tensor | None = None  # [step] per-step training objective (nats per image; None: the ELBO)
+    extras: dict[str, Tensor] = field(default_factory=dict)  # name -> [step] the objective's own terms per step
 
 
 def capture_rng() -> dict[str, Any]:
@@ -217,6 +234,8 @@ def state_to_tensors(state: TrainState) -> tuple[dict[str, Tensor], dict[str, An
     tensors: dict[str, Tensor] = {"elbos": state.elbos, "rng/torch": state.rng["torch"]}
     if state.objective is not None:
         tensors["objective"] = state.objective
+    for name, values in state.extras.items():
+        tensors[f"extra/{name}"] = values
     for i, t in enumerate(state.rng.get("cuda", [])):
         tensors[f"rng/cuda/{i}"] = t
     np_name, np_keys, np_pos, np_has_gauss, np_cached = state.rng["numpy"]
@@ -264,6 +283,7 @@ def state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any]) -> Trai
         epoch_start_step=int(meta["epoch_start_step"]), epoch_start_skipped=int(meta["epoch_start_skipped"]),
         optimizer={"state": optim_state, "param_groups": meta["param_groups"]}, rng=rng,
         world_size=int(meta.get("world_size", 1)), objective=tensors.get("objective"),
+        extras={k[len("extra/") :]: t for k, t in tensors.items() if k.startswith("extra/")},  # none in older checkpoints
     )
 
 
@@ -299,6 +319,9 @@ def load_checkpoint(out: Path) -> tuple[dict[str, Tensor], TrainState, list[dict
             raise ValueError(f"inconsistent position: step {state.step}, {len(state.elbos)} ELBO values, epoch start {state.epoch_start_step}")
         if state.objective is not None and len(state.objective) != state.step:
             raise ValueError(f"inconsistent position: step {state.step}, {len(state.objective)} objective values")
+        for name, values in state.extras.items():
+            if len(values) != state.step:
+                raise ValueError(f"inconsistent position: step {state.step}, {len(values)} values of the term {name!r}")
         if state.rng["torch"].shape != torch.get_rng_state().shape:
             raise ValueError(f"rng/torch has shape {list(state.rng['torch'].shape)}, expected {list(torch.get_rng_state().shape)}")
     except (KeyError, ValueError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as e:

@@ -12,7 +12,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -20,32 +20,15 @@ from .. import __version__, distributed
 from ..checkpoint import CHECKPOINT, CheckpointError, RunLock, TrainState, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict, resolve_device, resolve_precision, validate
 from ..data import ImageData, check_min_images, load_dataset
-from ..evaluation import evaluate_elbo, seeded_rng
-from ..model import VAE, build_model, describe_model, generate_images
-from ..objectives import make_objective
-from ..plots import image_grid
+from ..model import build_model, describe_model
 from ..registry import loaded_plugins
 from ..runfolder import RUN_FILES, RunFolder, split_images, training_images
 from ..train import fit, set_seed
+from ..train.monitor import Monitor, TensorBoard
 from .figures import write_run_figures
 from .report import report_run
 
-__all__ = ["train_run", "fit_batch_to_data", "monitor_subset", "objective_name"]
-
-
-MONITOR_SEED = 20_261_125  # the fixed draw of the monitor's test images
-
-
-def monitor_subset(images: torch.Tensor, n: int | None) -> torch.Tensor:
-    """The per-epoch monitor's ``n`` test images: a fixed random subset (the same in every run), in order; all if n is None.
-
-    Random, not the first n: MNIST's test set is ordered by writer population, and its first
-    5,000 images score about 20 nats differently from the whole set.
-    """
-    if n is None or n >= len(images):
-        return images
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(MONITOR_SEED))[:n].sort().values  # [n]
-    return images[pick]
+__all__ = ["train_run", "fit_batch_to_data"]
 
 
 def _refuse_existing_out_dir(out: Path, overwrite: bool) -> None:
@@ -190,7 +173,7 @@ def _train_run(
 
         distributed.run_on_main(make_out_dir)
     test_images = split_images(data, train_cfg, "test")
-    tensorboard = _tensorboard_writer(out) if train_cfg.tensorboard and main else None
+    tensorboard = TensorBoard(out / "tensorboard", model, rows, train_cfg.seed) if train_cfg.tensorboard and main else None
     if resume:
         try:
             model.load_state_dict(model_sd)
@@ -203,7 +186,7 @@ def _train_run(
         if main:
             RunFolder(out).write_config(meta)
 
-    on_epoch_end = _epoch_hook(model, train_cfg, test_images, rows, (precision, autocast_dtype), tensorboard)
+    callbacks = [Monitor(model, train_cfg, test_images, rows), *([tensorboard] if tensorboard is not None else [])]
 
     def on_checkpoint(st: TrainState) -> None:
         if main:  # the other ranks hold the same state; they go on and wait at the next collective
@@ -214,7 +197,7 @@ def _train_run(
     else:
         result = fit(
             model, training_images(data), train_cfg, progress=progress,
-            on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint, resume=state,
+            callbacks=callbacks, on_checkpoint=on_checkpoint, resume=state,
         )
         batch_elbos = result.batch_elbos
 
@@ -255,70 +238,3 @@ def _run_meta(
     if notes:
         meta["notes"] = list(notes)
     return meta
-
-
-def _epoch_hook(
-    model: VAE, train_cfg: TrainConfig, test_images: Any, rows: list[dict[str, Any]], precision: tuple[str, torch.dtype | None],
-    tensorboard: Any,
-) -> Callable[[int, dict[str, Any]], None]:
-    """``fit``'s on_epoch_end: evaluate on the test set and append the epoch's row of metrics to ``rows``."""
-
-    def on_epoch_end(epoch: int, stats: dict[str, Any]) -> None:
-        # before the last epoch a cheaper monitor (a subset, fewer samples of z); the last row is the full evaluation
-        final = bool(stats.get("final", True))
-        images = test_images if final else monitor_subset(test_images, train_cfg.monitor_images)
-        n_samples = train_cfg.eval_samples if final else train_cfg.monitor_samples
-        test = evaluate_elbo(model, images, n_samples=n_samples, seed=train_cfg.seed, sharded=True, autocast_dtype=precision[1])
-        row = {
-            "epoch": epoch + 1,
-            "steps": stats["steps"],
-            "train_elbo": stats["train_elbo"],
-            "test_elbo": test["elbo"],
-            "test_elbo_se": test["elbo_se"],
-            "test_rec": test["rec"],
-            "test_kl": test["kl"],
-            "test_images": len(images),
-            "test_samples": n_samples,
-            "precision": stats.get("precision", precision[0]),
-            "sigma_x": stats["sigma_x"] if model.likelihood.has_scale else None,
-            "skipped_nonfinite": stats["skipped"],
-            "seconds": stats["seconds"],
-        }
-        if "train_objective" in stats:  # a beta-weighted or IWAE loss, under its own name
-            row["train_objective"] = stats["train_objective"]
-            row["objective"] = objective_name(train_cfg)
-        rows.append(row)
-        if tensorboard is not None:
-            _tensorboard_epoch(tensorboard, model, rows[-1], train_cfg.seed)
-
-    return on_epoch_end
-
-
-def objective_name(train_cfg: TrainConfig) -> str:
-    """How the training objective is named in metrics: e.g. "elbo", "elbo(beta=4)", "iwae(k=50)"."""
-    name = make_objective(train_cfg.objective, train_cfg.PARTS["objective"].pick_options(train_cfg.objective, train_cfg.options)).describe()
-    if train_cfg.beta != 1.0 or train_cfg.kl_warmup > 0:
-        warm = f", warm-up {train_cfg.kl_warmup} steps" if train_cfg.kl_warmup > 0 else ""
-        name += f" with beta={train_cfg.beta:g}{warm}"
-    return name
-
-
-def _tensorboard_writer(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise ValueError(f"--tensorboard needs the tensorboard package (pip install 'vaekit[tensorboard]'): {e}") from None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
-
-
-def _tensorboard_epoch(writer: Any, model: VAE, row: dict[str, Any], seed: int) -> None:
-    """Scalars (ELBOs, sigma_x) and a grid of samples for one epoch."""
-    step = row["epoch"]
-    for key in ("train_elbo", "test_elbo", "test_rec", "test_kl", "sigma_x"):
-        if row.get(key) is not None:
-            writer.add_scalar(f"elbo/{key}" if "elbo" in key else f"terms/{key}", row[key], step)
-    with seeded_rng(seed, next(model.parameters()).device):
-        images = generate_images(model, n_images=64).clamp(0, 1).cpu()  # [64, C, H, W]
-    grid = image_grid(images)  # [H', W'] grey or [H', W', 3] colour
-    writer.add_image("samples", grid, step, dataformats="HW" if grid.ndim == 2 else "HWC")
-    writer.flush()
