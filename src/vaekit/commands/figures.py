@@ -26,7 +26,7 @@ from ..plots import plot_elbo_curve, plot_interpolations, plot_latent_map, plot_
 from ..runfolder import RunFolder, split_images
 from .report import report_run
 
-__all__ = ["write_run_figures", "figures_run", "FigureSkipped"]
+__all__ = ["write_run_figures", "figures_run", "draw_samples", "FigureSkipped"]
 
 
 def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
@@ -65,7 +65,6 @@ def write_run_figures(
     (for the report), and an older file of its name is removed, so that no figure of
     another run is left in its place.
     """
-    device = next(model.parameters()).device
     test = split_images(data, train_cfg, "test")
     m = len(test)  # test images
     written: list[Path] = []
@@ -84,15 +83,22 @@ def write_run_figures(
     if batch_elbos:
         steps_per_epoch = math.ceil(len(data.train_uint8) / (global_batch or train_cfg.batch_size))
         draw("elbo_curve.png", lambda p: plot_elbo_curve(batch_elbos, p, rows, steps_per_epoch))
-    with seeded_rng(train_cfg.seed, device):
-        draw("samples.png", lambda p: plot_samples(generate_images(model, n_images=64), p))
-        order = torch.randperm(m)  # [M] which test images to show
+    if draw_samples(model, train_cfg.seed, out / "samples.png", notes):
+        written.append(out / "samples.png")
+    order = torch.randperm(m, generator=torch.Generator().manual_seed(train_cfg.seed))  # [M] which test images to show
     shown = order[: min(16, m)]  # [S] up to 16 test images
     draw("reconstructions.png", lambda p: plot_reconstructions(to_float(test[shown]), reconstruct(model, test[shown]), p))
     draw("latent_map.png", lambda p: _draw_latent_map(model, means, m, p))
     draw("latent_scatter.png", lambda p: _draw_latent_scatter(means(), data, p))
     draw("interpolations.png", lambda p: _draw_interpolations(model, test, order, p))
     return written
+
+
+def draw_samples(model: VAE, seed: int, path: Path, notes: list[str]) -> bool:
+    """samples.png: 64 images decoded from z ~ p(z), the same for the same seed; a note instead if it fails."""
+    device = next(model.parameters()).device
+    with seeded_rng(seed, device):
+        return _draw_figure(path, lambda p: plot_samples(generate_images(model, n_images=64), p), notes)
 
 
 class FigureSkipped(Exception):

@@ -25,7 +25,7 @@ from ..registry import loaded_plugins
 from ..runfolder import RUN_FILES, RunFolder, split_images, training_images
 from ..train import fit, set_seed
 from ..train.monitor import Monitor, TensorBoard
-from .figures import write_run_figures
+from .figures import draw_samples, write_run_figures
 from .report import report_run
 
 __all__ = ["train_run", "fit_batch_to_data"]
@@ -186,7 +186,10 @@ def _train_run(
         if main:
             RunFolder(out).write_config(meta)
 
-    callbacks = [Monitor(model, train_cfg, test_images, rows), *([tensorboard] if tensorboard is not None else [])]
+    monitor = Timed(Monitor(model, train_cfg, test_images, rows))
+    interim = Timed(InterimFigures(RunFolder(out), model, data, train_cfg.seed, rows)) if main else None
+    callbacks = [monitor, *([tensorboard] if tensorboard is not None else []), *([interim] if interim is not None else [])]
+    t_fit = time.perf_counter()
 
     def on_checkpoint(st: TrainState) -> None:
         if main:  # the other ranks hold the same state; they go on and wait at the next collective
@@ -201,14 +204,50 @@ def _train_run(
         )
         batch_elbos = result.batch_elbos
 
+    t_fit = time.perf_counter() - t_fit
     if tensorboard is not None:
         tensorboard.close()
     if not main:
         return out
     figure_notes: list[str] = []  # the model and metrics are saved; no figure may keep the report from being written
+    t_figures = time.perf_counter()
     write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch, notes=figure_notes)
+    t_report = time.perf_counter()
     report_run(out, model=model, data=data, notes=figure_notes)
+    t_end = time.perf_counter()
+    extra = (monitor.seconds + (interim.seconds if interim else 0.0))
+    print(f"time: training {t_fit - extra:.0f} s, test ELBO each epoch {monitor.seconds:.0f} s, samples and report after each "
+          f"epoch {interim.seconds if interim else 0.0:.0f} s, figures {t_report - t_figures:.0f} s, report {t_end - t_report:.0f} s",
+          flush=True)
     return out
+
+
+class Timed:
+    """A training callback (``vaekit.train.callbacks``) whose time at epoch ends is added up in ``seconds``."""
+
+    def __init__(self, callback: Any):
+        self.callback, self.seconds = callback, 0.0
+
+    def on_epoch_end(self, loop: Any, epoch: int, stats: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        self.callback.on_epoch_end(loop, epoch, stats)
+        self.seconds += time.perf_counter() - t0
+
+
+class InterimFigures:
+    """After every epoch but the last, samples.png and report.html with what there is so far, so that a
+    newcomer has something to open within the first minutes (the last epoch's are drawn with the rest)."""
+
+    def __init__(self, run: RunFolder, model: Any, data: ImageData, seed: int, rows: list[dict[str, Any]]):
+        self.run, self.model, self.data, self.seed, self.rows = run, model, data, seed, rows
+
+    def on_epoch_end(self, loop: Any, epoch: int, stats: dict[str, Any]) -> None:
+        if stats.get("final", True):
+            return
+        notes: list[str] = []
+        self.run.write_metrics(self.rows)  # the report reads them (the epoch's checkpoint writes them again)
+        draw_samples(self.model, self.seed, self.run / "samples.png", notes)
+        report_run(self.run.path, model=self.model, data=self.data, notes=notes)
 
 
 def _run_meta(
