@@ -353,7 +353,7 @@ class VQVAEArch(Architecture):
         codebook_size: int = option(512, "vqvae: codes in the codebook (M)", min=2)
         downsample: int = option(2, "vqvae: stride-2 convs from the image to the code grid (28x28 -> 7x7 at 2)", min=1)
         num_filters: int = option(64, "channels of the conv layers", min=1)
-        ema: bool = option(False, "vqvae: learn the codebook by exponential moving averages instead of the codebook loss")
+        ema: bool = option(True, "vqvae: learn the codebook by exponential moving averages (appendix A.1) instead of the codebook loss")
         ema_decay: float = option(0.99, "vqvae: decay of the EMA codebook updates", gt=0.0, lt=1.0)
         restart_dead: bool = option(True, "vqvae: move codes the batches stopped choosing onto random encoder outputs")
 
