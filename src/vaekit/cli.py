@@ -164,11 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sample", help="draw new images from a trained run",
         description=(
-            "Draw a grid of new images from a trained run: z from the prior N(0, I), or (--sampler gmm) from a Gaussian "
-            "mixture fitted to the training set's posterior means (two-stage sampling; saved as RUN_DIR/gmm.safetensors, "
-            "with the held-out log-density of the test set's posterior means in RUN_DIR/gmm.json), or (--sampler vq-prior, "
-            "a VQ-VAE) codes from a gated PixelCNN or transformer fitted to the training set's codes (RUN_DIR/vq_prior.safetensors, "
-            "with its test NLL and the bits/dim of the data under it in RUN_DIR/vq_prior.json)."
+            "Draw a grid of new images from a trained run: z from the prior N(0, I), or (--sampler gmm) from a Gaussian mixture "
+            "fitted to the training set's posterior means (RUN_DIR/gmm.safetensors, gmm.json: held-out log-density), or "
+            "(--sampler vq-prior, a VQ-VAE) from a prior fitted to its codes (RUN_DIR/vq_prior.safetensors, vq_prior.json: test NLL)."
         ),
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
