@@ -37,7 +37,8 @@ REPORT_NAME = "report.html"
 #: The figures vaekit writes, in report order: (file name, heading, one-line caption).
 FIGURES: tuple[tuple[str, str, str], ...] = (
     ("samples.png", "Samples from the prior",
-     "Images decoded from latent codes z ~ N(0, I) drawn from the prior, with the final weights."),
+     "Images decoded from latent codes z ~ N(0, I) drawn from the prior, with the final weights (a VQ-VAE: codes "
+     "uniform at random, its training prior)."),
     ("samples_gmm.png", "Samples from the aggregate posterior (GMM)",
      "Images decoded from z drawn from a Gaussian mixture fitted to the training set's posterior means "
      "(two-stage sampling, Ghosh et al. 2020; vaekit sample --sampler gmm)."),
