@@ -561,7 +561,8 @@ def fit(
     * ``on_epoch_end(epoch, stats)`` after every epoch (also a partial last one), with
       ``train_elbo`` (mean per-step ELBO, nats per image), ``sigma_x``, ``steps``,
       ``skipped`` and ``seconds`` (training time so far), ``train_objective`` when
-      the objective is not the ELBO, ``final`` (the run's last epoch: the epochs, the step
+      the objective is not the ELBO, ``train_<name>`` for each of the objective's ``Terms.extra`` (its mean
+      per image over the epoch; a resumed epoch counts the steps after the resume), ``final`` (the run's last epoch: the epochs, the step
       limit or the time budget end here) and ``precision`` ("fp32" or "bf16");
     * ``on_checkpoint(state)`` after each epoch's ``on_epoch_end``, every
       ``cfg.checkpoint_every`` steps, when SIGINT/SIGTERM arrives (then ``fit`` raises
