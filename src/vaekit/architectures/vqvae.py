@@ -350,12 +350,12 @@ class VQVAEArch(Architecture):
 
     @dataclass
     class Options:
-        codebook_size: int = option(512, "vqvae: codes in the codebook (M)", min=2)
-        downsample: int = option(2, "vqvae: stride-2 convs from the image to the code grid (28x28 -> 7x7 at 2)", min=1)
-        num_filters: int = option(64, "channels of the conv layers", min=1)
-        ema: bool = option(True, "vqvae: learn the codebook by exponential moving averages (appendix A.1) instead of the codebook loss")
-        ema_decay: float = option(0.99, "vqvae: decay of the EMA codebook updates", gt=0.0, lt=1.0)
-        restart_dead: bool = option(True, "vqvae: move codes the batches stopped choosing onto random encoder outputs")
+        codebook_size: int = option(512, "codes in the codebook (M)", min=2)
+        downsample: int = option(2, "stride-2 convs from the image to the code grid (28x28 -> 7x7 at 2)", min=1)
+        num_filters: int = option(32, "channels of the conv layers", min=1)
+        ema: bool = option(True, "learn the codebook by exponential moving averages (appendix A.1) instead of the codebook loss")
+        ema_decay: float = option(0.99, "decay of the EMA codebook updates", gt=0.0, lt=1.0)
+        restart_dead: bool = option(True, "move codes the batches stopped choosing onto random encoder outputs")
 
     def build(self, image_shape: tuple[int, int, int], latent_dim: int, num_params: int) -> tuple[nn.Module, nn.Module]:
         """The encoder [B, C, H, W] -> z_e [B, D*h*w] and decoder [M, D*h*w] -> [M, C, H, W], D = latent_dim (the code

@@ -21,8 +21,8 @@ class VQVAELoss(Objective):
 
     @dataclass
     class Options:
-        samples: int = option(1, "samples of z per image per step (N)", min=1)
-        commitment: float = option(0.25, "vqvae: weight beta of the commitment loss ||z_e - sg[e]||^2", min=0.0)
+        samples: int = option(1, "samples of z per image per step (N; a VQ-VAE's are all the same code grid: keep 1)", min=1)
+        commitment: float = option(0.25, "weight beta of the commitment loss ||z_e - sg[e]||^2", min=0.0)
 
     def __call__(
         self, model: Any, x: Tensor, *, beta: float = 1.0, calibrated: bool = False, eps: Tensor | None = None,

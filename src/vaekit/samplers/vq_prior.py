@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import DIGEST_KEY, CheckpointError, load_weights
-from ..codeprior import PRIOR_NETS, CodePrior, code_nll, fit_code_prior, load_code_prior, make_code_prior, save_code_prior, vq_bits_per_dim
+from ..codeprior import PRIOR_NETS, CodePrior, fit_code_prior, load_code_prior, make_code_prior, save_code_prior, vq_bits_per_dim
 from ..data import to_float
 from ..registry import option
 from . import SAMPLERS, Sampler
@@ -63,12 +63,12 @@ class VQPriorSampler(Sampler):
 
     @dataclass
     class Options:
-        prior_net: str = option("pixelcnn", "vq-prior: the network over the code grid", choices=tuple(PRIOR_NETS))
-        prior_width: int = option(64, "vq-prior: channels (PixelCNN) or model width (transformer)", min=4)
-        prior_layers: int = option(6, "vq-prior: gated layers (PixelCNN) or transformer blocks", min=1)
-        prior_epochs: int = option(4, "vq-prior: passes over the training set's codes", min=1)
-        prior_minutes: float | None = option(None, "vq-prior: stop fitting after this many minutes (default: the epochs)", gt=0.0)
-        prior_batch_size: int = option(128, "vq-prior: code grids per step", min=1)
+        prior_net: str = option("pixelcnn", "the network over the code grid", choices=tuple(PRIOR_NETS))
+        prior_width: int = option(32, "channels (PixelCNN) or model width (transformer)", min=4)
+        prior_layers: int = option(6, "gated layers (PixelCNN) or transformer blocks", min=1)
+        prior_epochs: int = option(2, "passes over the training set's codes", min=1)
+        prior_minutes: float | None = option(None, "stop fitting after this many minutes (default: the epochs)", gt=0.0)
+        prior_batch_size: int = option(128, "code grids per step", min=1)
 
     def __init__(self, options: object | None = None):
         super().__init__(options)
@@ -171,4 +171,4 @@ def prior_bits_per_dim(run: Any, model: Any, images: Any, seed: int = 0) -> dict
     return {"vq_prior": {"prior_net": prior.kind, **out}}
 
 
-__all__ = ["VQPriorSampler", "encoder_codes", "saved_prior", "prior_bits_per_dim", "summarize", "code_nll", "PRIOR_FILE", "PRIOR_JSON"]
+__all__ = ["VQPriorSampler", "encoder_codes", "saved_prior", "prior_bits_per_dim", "summarize", "PRIOR_FILE", "PRIOR_JSON"]
