@@ -69,7 +69,10 @@ def photo_patches(folder: Path, out: Path, size: int = 32) -> tuple[Path, dict]:
     return out, per_photo
 
 
-def train(dataset: str, out: Path, minutes: float, model: ModelConfig, objective: str, seed: int) -> float:
+def train(dataset: str, out: Path, minutes: float, model: ModelConfig, objective: str, seed: int, reuse: dict | None = None) -> float:
+    """Train for ``minutes`` of wall time; returns the seconds. ``reuse``: the earlier result of a run already in ``out``."""
+    if reuse and (out / "model.safetensors").exists():
+        return reuse["train_s"]
     t0 = time.perf_counter()
     cfg = TrainConfig(dataset=dataset, objective=objective, epochs=1000, time_budget=minutes, eval_samples=1,
                       monitor_images=1000, seed=seed, device="cpu")
@@ -81,10 +84,10 @@ def vq_set(dataset: str, out: Path, args: argparse.Namespace) -> dict:
     """Train the VQ-VAE, fit its prior, evaluate."""
     model = ModelConfig(arch="vqvae", latent_dim=args.code_dim, codebook_size=args.codebook_size, num_filters=args.filters,
                         ema=args.ema)
-    r = {"train_s": train(dataset, out, args.minutes, model, "vqvae", args.seed)}
+    r = {"train_s": train(dataset, out, args.minutes, model, "vqvae", args.seed, args.previous.get("vqvae"))}
     t0 = time.perf_counter()
-    sample_run(out, n=64, sampler="vq-prior", options={"prior_net": args.prior_net, "prior_minutes": args.prior_minutes,
-                                                       "prior_epochs": 1000, "prior_width": args.prior_width})
+    budget = {"prior_epochs": args.prior_epochs} if args.prior_epochs else {"prior_minutes": args.prior_minutes, "prior_epochs": 1000}
+    sample_run(out, n=64, sampler="vq-prior", options={"prior_net": args.prior_net, "prior_width": args.prior_width, **budget})
     r["prior_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ev = eval_run(out, k=1, limit=args.limit, progress=False)
@@ -99,7 +102,7 @@ def vq_set(dataset: str, out: Path, args: argparse.Namespace) -> dict:
 
 def gaussian_set(dataset: str, out: Path, args: argparse.Namespace) -> dict:
     model = ModelConfig(arch="conv", latent_dim=args.latent_dim, posterior="diagonal")
-    r = {"train_s": train(dataset, out, args.minutes, model, "elbo", args.seed)}
+    r = {"train_s": train(dataset, out, args.minutes, model, "elbo", args.seed, args.previous.get("gaussian"))}
     t0 = time.perf_counter()
     ev = eval_run(out, k=args.k, limit=args.limit, progress=False)
     r["eval_s"] = time.perf_counter() - t0
@@ -142,6 +145,9 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=4.0, help="training minutes of each model")
     p.add_argument("--prior-minutes", type=float, default=3.0)
     p.add_argument("--prior-net", default="pixelcnn")
+    p.add_argument("--prior-epochs", type=int, default=None, help="fit the prior for this many epochs instead of --prior-minutes")
+    p.add_argument("--reuse", action="store_true", help="keep the models already trained in --work (their results in --out/vqvae.json); "
+                   "fit the prior and evaluate again")
     p.add_argument("--prior-width", type=int, default=32)
     p.add_argument("--code-dim", type=int, default=16)
     p.add_argument("--codebook-size", type=int, default=128)
@@ -167,15 +173,23 @@ def main() -> None:
         results["sets"]["mnist"]["priors_machine"] = machine()
         (out / "vqvae.json").write_text(json.dumps(results, indent=2) + "\n")
         return
+    earlier = json.loads((out / "vqvae.json").read_text()) if args.reuse and (out / "vqvae.json").exists() else {}
+    results["sets"] = dict(earlier.get("sets") or {})  # --reuse: the other sets' results stay
+    results.update({k: v for k, v in earlier.items() if k not in results})
     for name in args.sets.split(","):
+        args.previous = (earlier.get("sets") or {}).get(name, {}) if args.reuse else {}
+        for key in ("priors", "priors_machine"):  # the priors' comparison of an earlier run (--compare-only)
+            if args.previous.get(key):
+                results["sets"].setdefault(name, {})[key] = args.previous[key]
         dataset = "mnist"
         if name == "photos":
             path, per_photo = photo_patches(photo_folder(args.photos), work / "photos32.npy")
             dataset, results["photos"] = str(path), per_photo
-        r: dict = {}
+        r: dict = {k: v for k, v in results["sets"].get(name, {}).items() if k in ("priors", "priors_machine")}
+        r["args"] = {k: v for k, v in vars(args).items() if k != "previous"}
         print(f"{name}: VQ-VAE ...", flush=True)
         r["vqvae"] = vq_set(dataset, work / f"{name}-vqvae", args)
-        if args.compare_priors and name == "mnist":
+        if args.compare_priors and name == "mnist" and not r.get("priors"):
             print(f"{name}: the priors over the same codes, {args.prior_minutes} minutes each", flush=True)
             r["priors"] = prior_comparison(work / f"{name}-vqvae", args.prior_minutes, args.prior_width)
         print(f"{name}: Gaussian VAE ...", flush=True)
