@@ -31,7 +31,7 @@ from .model import VAE
 from .objectives import Objective, Terms, make_objective
 
 __all__ = [
-    "train_vae", "fit", "FitResult", "TrainLoop", "TrainingModule", "ExtraTerms", "NonFiniteError", "TrainingInterrupted",
+    "train_vae", "fit", "FitResult", "TrainLoop", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
     "set_seed", "as_image_tensor", "configure_threads", "kl_beta", "lr_factor", "lr_warmup_factor",
 ]
 
@@ -189,33 +189,6 @@ def kl_beta(cfg: TrainConfig, step: int) -> float:
     return cfg.beta * min(1.0, step / cfg.kl_warmup)
 
 
-class ExtraTerms:
-    """The per-epoch means of an objective's ``Terms.extra`` (each [B] per step), kept on the device (no host sync per
-    step) and averaged over every image of the epoch, all processes together (``train_<name>`` in the epoch's stats)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.images: Tensor | None = None
-
-    def add(self, extra: dict[str, Tensor] | None, n: int) -> None:
-        """This step's terms of this process's ``n`` images."""
-        for name, value in (extra or {}).items():
-            total = value.detach().double().sum()
-            self.sums[name] = total if name not in self.sums else self.sums[name] + total
-        if extra:
-            count = torch.tensor(float(n), dtype=torch.float64, device=next(iter(extra.values())).device)
-            self.images = count if self.images is None else self.images + count
-
-    def epoch_means(self) -> dict[str, float]:
-        """{"train_<name>": the epoch's mean per image} (every process must call it), and start a new epoch."""
-        if not self.sums or self.images is None:
-            return {}
-        totals = distributed.all_reduce_sum(torch.stack([*self.sums.values(), self.images]))  # [n_terms + 1]
-        means = {f"train_{name}": (t / totals[-1]).item() for name, t in zip(self.sums, totals[:-1])}
-        self.sums, self.images = {}, None
-        return means
-
-
 class TrainingModule(nn.Module):
     """A model and its objective as one module whose forward returns the per-image terms,
     so that DistributedDataParallel (which syncs the gradients of a forward) needs nothing more."""
@@ -329,7 +302,6 @@ class TrainLoop:
         self.elapsed, self.stop_signal = seconds0, None  # the clock and signals, as all processes agree
         self.epoch_first, self.skipped_before = 0, 0  # step and skipped count where the epoch in progress began
         self.signals = _StopSignals()
-        self.extras = ExtraTerms()  # the objective's own terms (Terms.extra), per epoch
 
     # ------------------------------------------------------------------ the loop
 
@@ -421,7 +393,6 @@ class TrainLoop:
             self.opt.zero_grad(set_to_none=True)
             return
         self.bad[self.step] = flag
-        self.extras.add(terms.extra, x.shape[0])
         if (self.step + 1) % self.check_every == 0:
             self.check_finite(self.step + 1, epoch)  # raises before this update is applied
         self.opt.step()
@@ -478,7 +449,6 @@ class TrainLoop:
         if self.objectives is not None:
             objective = self.objectives[self.epoch_first : self.step]
             stats["train_objective"] = objective.mean().item() if len(objective) else float("nan")
-        stats.update(self.extras.epoch_means())  # train_<name> for each of the objective's extra terms
         self.result.epochs_done = epoch + 1
         bar.set_postfix(elbo=f"{stats['train_elbo']:.1f}", sigma_x=f"{stats['sigma_x']:.3f}")
         if self.on_epoch_end is not None:
@@ -561,8 +531,7 @@ def fit(
     * ``on_epoch_end(epoch, stats)`` after every epoch (also a partial last one), with
       ``train_elbo`` (mean per-step ELBO, nats per image), ``sigma_x``, ``steps``,
       ``skipped`` and ``seconds`` (training time so far), ``train_objective`` when
-      the objective is not the ELBO, ``train_<name>`` for each of the objective's ``Terms.extra`` (its mean
-      per image over the epoch; a resumed epoch counts the steps after the resume), ``final`` (the run's last epoch: the epochs, the step
+      the objective is not the ELBO, ``final`` (the run's last epoch: the epochs, the step
       limit or the time budget end here) and ``precision`` ("fp32" or "bf16");
     * ``on_checkpoint(state)`` after each epoch's ``on_epoch_end``, every
       ``cfg.checkpoint_every`` steps, when SIGINT/SIGTERM arrives (then ``fit`` raises

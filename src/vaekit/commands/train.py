@@ -284,7 +284,6 @@ def _epoch_hook(
             "skipped_nonfinite": stats["skipped"],
             "seconds": stats["seconds"],
         }
-        row.update({k: v for k, v in stats.items() if k.startswith("train_") and k not in row})  # the objective's extra terms
         if "train_objective" in stats:  # a beta-weighted or IWAE loss, under its own name
             row["train_objective"] = stats["train_objective"]
             row["objective"] = objective_name(train_cfg)
