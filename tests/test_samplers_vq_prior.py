@@ -38,6 +38,7 @@ def test_training_logs_the_codebook_terms_per_epoch(vq_run):
     assert 1 <= row["train_perplexity"] <= 8 and row["objective"] == "vqvae(commitment=0.25)"
 
 
+@pytest.mark.slow  # four fits and reports: about a minute on the busy 2-core machine
 def test_the_prior_is_fitted_once_and_refitted_when_options_or_weights_change(vq_run, capsys):
     assert cli_main(["sample", str(vq_run), "--sampler", "vq-prior", "--n", "9", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]]) == 0
     said = capsys.readouterr().out
