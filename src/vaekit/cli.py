@@ -178,9 +178,9 @@ def _sample_parser(sub: Any) -> None:
     p = sub.add_parser(
         "sample", help="draw new images from a trained run",
         description=(
-            "Draw a grid of new images from a trained run: z from the prior N(0, I), or (--sampler gmm) from a Gaussian "
-            "mixture fitted to the training set's posterior means (two-stage sampling; saved as RUN_DIR/gmm.safetensors, "
-            "with the held-out log-density of the test set's posterior means in RUN_DIR/gmm.json)."
+            "Draw a grid of new images from a trained run: z from the prior N(0, I), or (--sampler gmm) from a Gaussian mixture "
+            "fitted to the training set's posterior means (RUN_DIR/gmm.safetensors, gmm.json: held-out log-density), or "
+            "(--sampler vq-prior, a VQ-VAE) from a prior fitted to its codes (RUN_DIR/vq_prior.safetensors, vq_prior.json: test NLL)."
         ),
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -405,8 +405,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"  N(0, I)    {g['test_loglik_prior']:10.4f}")
         print(f"  gain       {g['test_loglik_gmm'] - g['test_loglik_prior']:+10.4f}")
         print(f"wrote {Path(args.run_dir) / 'gmm.safetensors'}, {Path(args.run_dir) / 'gmm.json'}")
+    if args.sampler == "vq-prior":
+        _print_vq_prior(Path(args.run_dir))
     print(f"wrote {path}")
     return 0
+
+
+def _print_vq_prior(run: Path) -> None:
+    from .checkpoint import read_json
+
+    g = read_json(run / "vq_prior.json")
+    s, fit = g["settings"], g["fit"]
+    print(f"{s['prior_net']} prior over the {s['grid'][0]}x{s['grid'][1]} codes fit on the codes of {g['train_images']} training images "
+          f"({fit['steps']} steps, {fit['epochs']} epochs, {fit['seconds']:.0f} s)")
+    print(f"test images' codes: {g['prior_nll']:.2f} +- {g['prior_nll_se']:.2f} nats per image ({g['prior_bits_per_code']:.3f} bits per code), "
+          f"uniform prior {g['uniform_nll']:.2f}")
+    print(f"bits/dim of the {g['test_images']} test images (8-bit) under the VQ-VAE with this prior: "
+          f"{g['bits_per_dim_8bit']:.4f} +- {g['bits_per_dim_8bit_se']:.4f} (uniform prior: {g['bits_per_dim_8bit_uniform']:.4f})")
+    print(f"wrote {run / 'vq_prior.safetensors'}, {run / 'vq_prior.json'}")
+
+
+def _vq_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """A VQ-VAE's lines of ``vaekit eval``: codebook use, and the bits/dim under its fitted code prior."""
+    rows = []
+    if "codebook_perplexity" in r:
+        rows.append(("codebook", f"perplexity {r['codebook_perplexity']:.1f}, {r['codes_used']} of {r['codebook_size']} codes used "
+                     f"(code grid {'x'.join(map(str, r['code_grid']))})"))
+    v = r.get("vq_prior")
+    if v:
+        rows.append((f"with {v['prior_net']} prior", f"{v['bits_per_dim_8bit']:10.4f} +- {v['bits_per_dim_8bit_se']:.4f} bits/dim "
+                     f"(8-bit; codes {v['prior_nll']:.2f} nats per image, uniform {v['uniform_nll']:.2f})"))
+    elif "codebook_perplexity" in r:
+        rows.append(("with a code prior", "not fitted yet: vaekit sample RUN_DIR --sampler vq-prior, then eval again"))
+    return rows
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -419,7 +450,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    kl = ", ".join(f"{v:.2f}" for v in r["kl_per_dim"])
+    kl = ", ".join(f"{v:.2f}" for v in r.get("kl_per_dim", []))
     print(f"{r['split']} split, {r['n_images']} images of {r['dims']} pixels, on {r['device']} ({r['precision']}) in {r['seconds']:.0f} s")
     rows = [
         (f"ELBO ({r['n_samples']} samples)", f"{r['elbo']:10.2f} +- {r['elbo_se']:.2f} nats per image (rec {r['rec']:.2f}, KL {r['kl']:.2f})"),
@@ -429,9 +460,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             [("8-bit NLL", f"{r['bits_per_dim_8bit']:10.4f} +- {r['bits_per_dim_8bit_se']:.4f} bits/dim (dequantized upper bound)")]
             if "bits_per_dim_8bit" in r else []
         ),
-        ("KL per latent dim", f"[{kl}] nats"),
-        ("active units", f"{r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})"),
+        *([("KL per latent dim", f"[{kl}] nats"),
+           ("active units", f"{r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})")]
+          if "kl_per_dim" in r else []),
         ("reconstruction MSE", f"{r['recon_mse']:.5f} per pixel"),
+        *_vq_rows(r),
     ]
     for label, value in rows:
         print(f"  {label:<22}{value}")

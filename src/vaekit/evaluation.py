@@ -189,6 +189,8 @@ def evaluate_elbo(
     """
     if n_samples < 1 or batch_size < 1:
         raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
+    if getattr(model, "deterministic_posterior", False):
+        n_samples = 1  # q(z|x) is a point mass (a VQ-VAE): every sample of z is the same, one gives the ELBO exactly
     device, dtype = param_device(model)
     elbo, rec, kl = [], [], []
     objective = make_objective("elbo", {"samples": n_samples})
@@ -298,7 +300,11 @@ def evaluate(
       data in bits/dim by uniform dequantization (Theis et al. 2016), -E log2 p(x + u) / D + 8 with
       u ~ U[0, 1/256)^D, from the same importance samples (see ``DEQUANTIZATION_NOTE``);
     * ``log_likelihood_seconds``, ``decodes``: the time and the decoder passes of the estimate;
-    * ``kl_per_dim``, ``posterior_mean_var``, ``active_units``, ``recon_mse``: latent diagnostics.
+    * ``kl_per_dim``, ``posterior_mean_var``, ``active_units``, ``recon_mse``: latent diagnostics (a model with
+      a ``latent_stats(images, batch_size)`` method gives its own instead, e.g. a VQ-VAE's codebook perplexity).
+
+    A model whose posterior is a point mass (``deterministic_posterior``, a VQ-VAE) is evaluated with k = 1 and
+    one sample of z: every sample is the same, so one is exact.
 
     ``autocast_dtype`` (bf16): the ELBO's and log p(x)'s networks run under autocast (the
     sums stay float32/float64); None: fp32.
@@ -308,6 +314,8 @@ def evaluate(
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images must have shape [M, C, H, W] with M >= 1, got {list(images.shape)}")
     m, d = images.shape[0], images[0].numel()
+    if getattr(model, "deterministic_posterior", False):
+        k = n_samples = 1  # q(z|x) is a point mass (a VQ-VAE): every importance sample is the same z, and one is exact
     result: dict[str, Any] = {"n_images": m, "dims": d, "k": k, "n_samples": n_samples, "seed": seed}
     result.update(evaluate_elbo(model, images, n_samples=n_samples, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype))
     ll_block = 100  # images per call (and progress tick); fixed, so the estimate does not depend on batch_size
@@ -335,8 +343,9 @@ def evaluate(
         # Theis et al. 2016: -log P(x) <= E_u[-log p(x + u)] + D log 256 for the 8-bit levels x
         bpd8 = -torch.cat(deq) / (d * math.log(2.0)) + 8.0  # [M]
         result["bits_per_dim_8bit"], result["bits_per_dim_8bit_se"] = _mean_se(bpd8)
-    stats = latent_stats(model, images, batch_size)
-    stats.pop("means")
+    own_stats = getattr(model, "latent_stats", None)  # a model with other latents than Gaussians says what to report
+    stats = own_stats(images, batch_size) if callable(own_stats) else latent_stats(model, images, batch_size)
+    stats.pop("means", None)
     result.update(stats)
     result["likelihood"] = model.likelihood.name
     return result

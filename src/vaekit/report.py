@@ -37,7 +37,8 @@ REPORT_NAME = "report.html"
 #: The figures vaekit writes, in report order: (file name, heading, one-line caption).
 FIGURES: tuple[tuple[str, str, str], ...] = (
     ("samples.png", "Samples from the prior",
-     "Images decoded from latent codes z ~ N(0, I) drawn from the prior, with the final weights."),
+     "Images decoded from latent codes z ~ N(0, I) drawn from the prior, with the final weights (a VQ-VAE: codes "
+     "uniform at random, its training prior)."),
     ("samples_gmm.png", "Samples from the aggregate posterior (GMM)",
      "Images decoded from z drawn from a Gaussian mixture fitted to the training set's posterior means "
      "(two-stage sampling, Ghosh et al. 2020; vaekit sample --sampler gmm)."),
@@ -47,6 +48,9 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("reconstructions.png", "Reconstructions",
      "16 test images (all of a smaller test set; odd rows) above their mean reconstructions, decoded from the "
      "posterior mean E[z|x]."),
+    ("samples_vq_prior.png", "Samples from the code prior (VQ-VAE)",
+     "Images decoded from grids of codes drawn from the prior fitted to the training set's codes (a gated PixelCNN or a "
+     "transformer; vaekit sample --sampler vq-prior), beside the reconstructions from the test images' own codes."),
     ("latent_map.png", "Latent map",
      "Mean images decoded from a grid of latent points: for K=2 the prior's quantiles in each dimension "
      "(the 'digit manifold'), for K>2 the two principal directions of the test-set posterior means."),
@@ -317,6 +321,14 @@ def _summary(run: Path, meta: dict[str, Any], rows: list[dict[str, Any]], evals:
             f"fit on the training set) vs {gmm['test_loglik_prior']:.3f} under N(0, I) "
             f"(gain {gmm['test_loglik_gmm'] - gmm['test_loglik_prior']:+.3f})",
         ))
+    vq = _dict(meta.get("_vq_prior"))
+    if _finite(vq.get("bits_per_dim_8bit")):
+        items.append((
+            "VQ-VAE with its code prior",
+            f"{vq['bits_per_dim_8bit']:.4f} bits/dim on the {_fmt_value(vq.get('test_images'))} test images as 8-bit data "
+            f"({_fmt_value(_dict(vq.get('settings')).get('prior_net'))} prior: {_fmt_num(vq.get('prior_nll'), 2)} nats per image "
+            f"for the codes, uniform {_fmt_num(vq.get('uniform_nll'), 2)})",
+        ))
     for split, ev in evals.items():
         loglik = _fmt_pm(ev.get("log_likelihood"), ev.get("log_likelihood_se")) + " nats per image"
         if _finite(ev.get("bits_per_dim")):
@@ -398,6 +410,7 @@ def _eval_block(split: str, ev: dict[str, Any]) -> str:
         ("active units", _fmt_value(ev.get("active_units")) + (f" of {len(ev['kl_per_dim'])}" if isinstance(ev.get("kl_per_dim"), list) else ""),
          f"Var[E q(z|x)] > {_fmt_value(ev.get('active_threshold'))}" if ev.get("active_threshold") is not None else ""),
         ("reconstruction MSE", _fmt_num(ev.get("recon_mse"), 5), "per pixel"),
+        *_vq_quantities(ev),
     ]
     rows = [[(_esc(name), "th"), (_esc(value), "num"), (_esc(unit), "")] for name, value, unit in quantities
             if value != _DASH or name.startswith(("ELBO", "log p(x)"))]
@@ -428,6 +441,20 @@ def _eval_block(split: str, ev: dict[str, Any]) -> str:
     if ev.get("note"):
         parts.append(f'<p class="note">{_esc(ev["note"])}</p>')
     return "".join(parts)
+
+
+def _vq_quantities(ev: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A VQ-VAE's rows of the evaluation: codebook use, and the 8-bit bits/dim under its fitted code prior."""
+    rows = []
+    if ev.get("codebook_perplexity") is not None:
+        rows.append(("codebook perplexity", _fmt_num(ev.get("codebook_perplexity"), 1),
+                     f"{_fmt_value(ev.get('codes_used'))} of {_fmt_value(ev.get('codebook_size'))} codes used"))
+    vq = _dict(ev.get("vq_prior"))
+    if vq:
+        rows.append((f"bits per dimension, 8-bit, with the {_fmt_value(vq.get('prior_net'))} code prior",
+                     _fmt_pm(vq.get("bits_per_dim_8bit"), vq.get("bits_per_dim_8bit_se"), 4, 4),
+                     f"bits (codes: {_fmt_num(vq.get('prior_nll'), 2)} nats per image; uniform: {_fmt_num(vq.get('uniform_nll'), 2)})"))
+    return rows
 
 
 def _evaluation(evals: dict[str, dict[str, Any]], problems: list[str]) -> str:
@@ -467,11 +494,12 @@ def _figures(pngs: list[Path], notes: Sequence[str] = ()) -> str:
     if main or notes:
         parts.append('<h2 id="figures">Figures</h2>')
         parts.extend(f'<p class="note">{_esc(note)}</p>' for note in notes)  # figures not drawn, and why
-        pair = [p for p in main if p.name in ("samples.png", "samples_gmm.png")]
-        if len(pair) == 2:  # prior and GMM samples side by side
-            parts.append('<div class="tables">' + "".join(f"<div style=\"flex: 1 1 300px\">{_figure(p, *known[p.name])}</div>" for p in pair) + "</div>")
-            main = [p for p in main if p not in pair]
-        parts.extend(_figure(p, *known[p.name]) for p in main)
+        for names in (("samples.png", "samples_gmm.png"), ("reconstructions.png", "samples_vq_prior.png")):
+            pair = [p for p in main if not isinstance(p, str) and p.name in names]
+            if len(pair) == 2:  # prior and GMM samples, reconstructions and code-prior samples: side by side
+                side = '<div class="tables">' + "".join(f"<div style=\"flex: 1 1 300px\">{_figure(p, *known[p.name])}</div>" for p in pair) + "</div>"
+                main = [side if p is pair[0] else p for p in main if p is not pair[1]]
+        parts.extend(p if isinstance(p, str) else _figure(p, *known[p.name]) for p in main)
     if other:
         parts.append('<h2 id="other-figures">Other figures</h2>')
         parts.extend(_figure(p, p.name, _other_caption(p.name)) for p in other)
@@ -513,6 +541,11 @@ def build_report(run_dir: str | os.PathLike, *, explorer_html: str | None = None
         meta = {**meta, "_gmm": gmm_info}
     if gmm_problem:
         eval_problems.append(gmm_problem.replace("its evaluation", "the GMM's log-likelihood"))
+    vq_info, vq_problem = _read_eval(run / "vq_prior.json")
+    if vq_info is not None:
+        meta = {**meta, "_vq_prior": vq_info}
+    if vq_problem:
+        eval_problems.append(vq_problem.replace("its evaluation", "the code prior's NLL"))
 
     name = run.resolve().name or str(run.resolve())
     sections = [

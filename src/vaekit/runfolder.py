@@ -11,7 +11,8 @@ A run folder holds::
                        the figures (``vaekit.commands.figures``)
     report.html        all of it on one self-contained page with the latent explorer (``vaekit.commands.report``)
     eval_SPLIT.json    written by ``vaekit eval``
-    samples_*.png and a sampler's own files (``gmm.safetensors``, ``gmm.json``), written by ``vaekit sample``
+    samples_*.png and a sampler's own files (``gmm.safetensors``, ``gmm.json``; a VQ-VAE's code prior
+                       ``vq_prior.safetensors``, ``vq_prior.json``), written by ``vaekit sample``
 
 Every file is written atomically, so an interrupted run never leaves a torn file; a process
 that writes the folder holds its lock (``checkpoint.RunLock``). ``RunFolder`` knows these

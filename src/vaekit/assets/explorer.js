@@ -304,13 +304,16 @@
     return fromPx((ev.clientX - r.left) * plane.width / r.width, (ev.clientY - r.top) * plane.height / r.height);
   }
 
-  function start() {
+  function loadWeights() {
     var W = b64floats(D.weights);
     layers.forEach(function (L) {
       if (L.weight) L.W = W.subarray(L.weight[0], L.weight[0] + L.weight[1]);
       if (L.bias) L.B = W.subarray(L.bias[0], L.bias[0] + L.bias[1]);
     });
     if (typeof meanOf !== "function") throw new Error("no mean function for the likelihood " + D.likelihood);
+  }
+
+  function start() {
     var points = b64floats(D.points), labels = D.labels;
     center = D.center; dirs = D.dirs; view = D.view; z = D.start.slice();
 
@@ -375,5 +378,10 @@
     resolveReady(api);
   }
 
-  try { start(); } catch (err) { fail(err); }
+  try {
+    loadWeights();
+    // a VQ-VAE: its code grid instead of the latent plane (assets/vq_explorer.js, in the same script before this file)
+    if (D.codes) VAEKIT_CODES_PANEL({ data: D, decode: decode, b64floats: b64floats, api: api, ready: resolveReady });
+    else start();
+  } catch (err) { fail(err); }
 })();

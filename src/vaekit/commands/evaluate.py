@@ -13,6 +13,7 @@ from ..config import resolve_precision
 from ..evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, matmul_peak_gflops
 from ..model import param_device
 from ..runfolder import RunFolder
+from ..samplers.vq_prior import prior_bits_per_dim
 
 __all__ = ["eval_run"]
 
@@ -54,6 +55,7 @@ def eval_run(
     result = evaluate(
         model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress, autocast_dtype=autocast_dtype,
     )
+    result.update(prior_bits_per_dim(run, model, images, seed))  # a VQ-VAE with its fitted code prior: bits/dim under it
     result = {
         "split": split, **result, "seconds": time.perf_counter() - t0, "device": str(param_device(model)[0]),
         "precision": "bf16" if autocast_dtype is not None else "fp32",

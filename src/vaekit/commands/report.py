@@ -13,6 +13,7 @@ from ..model import VAE
 from ..report import write_report
 from ..runfolder import RunFolder
 from ..samplers.gmm import saved_gmm
+from ..vq_explorer import vq_panel
 
 __all__ = ["report_run"]
 
@@ -33,6 +34,8 @@ def report_run(
     try:
         model = run.load_model() if model is None else model
         data = run.load_data() if data is None else data
+        if hasattr(model, "codebook"):  # a VQ-VAE: its grid of codes, with its code prior's samples (vaekit.vq_explorer)
+            return write_report(run.path, out, explorer_html=vq_panel(run, model, data), notes=notes)
         means = posterior_means(model, run.images(data, "test"))  # [M, K]
         gmm = saved_gmm(run)  # gmm.json and the samples still show without it; the explorer then has no GMM button
         labels = data.test_labels if data.info.labelled else None
