@@ -54,3 +54,16 @@ def uninterrupted(tiny_dataset_dir, tmp_path_factory):
     stdout, stderr = p.communicate(timeout=300)
     assert p.returncode == 0, stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def vq_run(tiny_dataset_dir, tmp_path_factory):
+    """A 1-epoch VQ-VAE run folder (8 codes) on the tiny dataset."""
+    from vaekit.commands import train_run
+    from vaekit.config import ModelConfig, TrainConfig
+
+    out = tmp_path_factory.mktemp("vq") / "run"
+    model = ModelConfig(arch="vqvae", latent_dim=2, codebook_size=8, num_filters=4)
+    train = TrainConfig(dataset=str(tiny_dataset_dir), objective="vqvae", epochs=1, batch_size=64, eval_samples=1, device="cpu")
+    train_run(model, train, out, progress=False)
+    return out

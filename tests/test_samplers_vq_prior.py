@@ -22,15 +22,6 @@ from vaekit.samplers.vq_prior import PRIOR_FILE, PRIOR_JSON
 TINY = {"prior_width": 4, "prior_layers": 1, "prior_epochs": 1, "prior_batch_size": 64}
 
 
-@pytest.fixture(scope="module")
-def vq_run(tiny_dataset_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("vq") / "run"
-    model = ModelConfig(arch="vqvae", latent_dim=2, codebook_size=8, num_filters=4)
-    train = TrainConfig(dataset=str(tiny_dataset_dir), objective="vqvae", epochs=1, batch_size=64, eval_samples=1, device="cpu")
-    train_run(model, train, out, progress=False)
-    return out
-
-
 def test_training_logs_the_codebook_terms_per_epoch(vq_run):
     row = RunFolder(vq_run).metrics()[-1]
     for name in ("train_perplexity", "train_codes_used", "train_commitment", "train_restarts"):

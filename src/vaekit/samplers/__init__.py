@@ -24,6 +24,10 @@ class Sampler(Part):
     def __init__(self, options: object | None = None):
         self.options = options if options is not None else self.Options()
 
+    def refusal(self, model: Any) -> str | None:
+        """Why this sampler cannot draw codes for ``model`` (one line naming what it needs), or None when it can."""
+        return None
+
     def prepare(self, run: Any, model: Any, data: Any = None) -> dict[str, Any] | None:
         """Fit what this sampler needs from the run folder ``run`` (a ``vaekit.runfolder.RunFolder``) and its
         dataset ``data`` (loaded if None), reusing or writing its own files there. Returns what to report about

@@ -37,9 +37,10 @@ def _model_digest(run: Any) -> str | None:
         return None
 
 
-def _require_vq(model: Any, what: str) -> None:
+def _vq_refusal(model: Any, what: str) -> str | None:
     if not hasattr(model, "codebook") or not hasattr(model, "code_vectors"):
-        raise ValueError(f"{what} needs a VQ-VAE run (vaekit train --arch vqvae); this run's model is a {type(model).__name__}")
+        return f"{what} needs a VQ-VAE run (vaekit train --arch vqvae); this run's model is a {type(model).__name__}"
+    return None
 
 
 @torch.no_grad()
@@ -95,11 +96,15 @@ class VQPriorSampler(Sampler):
         self.info = info
         return prior
 
+    def refusal(self, model: Any) -> str | None:
+        return _vq_refusal(model, "sampler vq-prior")
+
     def prepare(self, run: Any, model: Any, data: Any = None) -> dict[str, Any]:
         """Reuse RUN_DIR/vq_prior.safetensors when it was fitted with these options to this model's weights, else
         fit one (seed 0) to the training set's codes and save it; write RUN_DIR/vq_prior.json (the test set's NLL
         and bits/dim, see the module docstring) and return it."""
-        _require_vq(model, "sampler vq-prior")
+        if (why := self.refusal(model)) is not None:
+            raise ValueError(why)
         settings = self.settings(model, _model_digest(run))
         data = run.load_data() if data is None else data
         self.prior = self._saved(run, settings)
