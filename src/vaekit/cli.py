@@ -192,7 +192,8 @@ def _sample_parser(sub: Any) -> None:
                    help=f"where z comes from: {_choices_help(SAMPLERS)} (default: prior)")
     for f, owners in SAMPLERS.option_fields().values():
         _add_flag(p, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
-    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png; gmm: RUN_DIR/samples_gmm.png)")
+    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png; gmm: RUN_DIR/samples_gmm.png), "
+                   "or FILE.npy: the images as a uint8 array [N, C, H, W] = round(255 * clamp(mean image, 0, 1)), for outside tools")
 
 
 def _eval_parser(sub: Any) -> None:
@@ -405,6 +406,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"  N(0, I)    {g['test_loglik_prior']:10.4f}")
         print(f"  gain       {g['test_loglik_gmm'] - g['test_loglik_prior']:+10.4f}")
         print(f"wrote {Path(args.run_dir) / 'gmm.safetensors'}, {Path(args.run_dir) / 'gmm.json'}")
+    if path.suffix.lower() == ".npy":
+        from .generated import QUANTIZATION
+
+        print(f"{args.n} images from the {args.sampler} sampler (seed {args.seed}) as {QUANTIZATION}")
     print(f"wrote {path}")
     return 0
 
