@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from .. import __version__
 from ..checkpoint import CheckpointError, read_json
 from ..data import ImageData
@@ -56,8 +58,10 @@ class QualityMeter:
 
     def __init__(
         self, run: RunFolder | str | Path, *, data: ImageData | None = None, extractor: FeatureExtractor | None = None,
-        progress: bool = False,
+        real: Tensor | None = None, progress: bool = False,
     ):
+        """``data``, ``extractor``, ``real`` (the test set's features [M, 128] in ``extractor``): pass what is at
+        hand from another meter of the same dataset; the rest is loaded or computed here."""
         self.run = run if isinstance(run, RunFolder) else RunFolder(run).check_exists()
         self.model = self.run.load_model("cpu")  # where vaekit sample draws: the same codes, the same images
         self.data = self.run.load_data() if data is None else data
@@ -65,11 +69,16 @@ class QualityMeter:
         test = self.data.test_uint8  # [M, C, H, W] uint8, as stored
         if len(test) < PRDC_K + 1:
             raise ValueError(f"the test split of {self.data.name} has {len(test)} images; sample quality needs at least {PRDC_K + 1}")
-        self.real = self.extractor.features(test)  # [M, 128]
+        self.real = self.extractor.features(test) if real is None else real  # [M, 128]
 
     @property
     def fd_name(self) -> str:
         return "FD-classifier" if self.extractor.kind == "classifier" else "FD-random"
+
+    def figures(self, images: Tensor) -> dict[str, Any]:
+        """``sample_quality`` of any images [n, C, H, W] (uint8, or floats in [0, 1]) against the test set."""
+        feats, probs = self.extractor.features_and_probs(images)  # [n, 128], [n, classes] or None
+        return sample_quality(self.real, feats, probs, extractor=self.extractor.name)
 
     def measure(self, sampler: str = "prior", options: dict[str, Any] | None = None, n: int = 10_000, seed: int = 0) -> dict[str, Any]:
         """Prepare ``sampler`` (with ``options``) on the run, draw ``n`` images (``seed``) and measure them: an ENTRY."""
@@ -77,15 +86,13 @@ class QualityMeter:
         part = make_sampler(sampler, options)
         t0 = time.perf_counter()
         fit = part.prepare(self.run, self.model, self.data)
-        images = draw_uint8(self.model, part, n, seed)  # [n, C, H, W] uint8
-        feats, probs = self.extractor.features_and_probs(images)  # [n, 128], [n, classes] or None
-        figures = sample_quality(self.real, feats, probs, extractor=self.extractor.name)
+        figures = self.figures(draw_uint8(self.model, part, n, seed))
         return {
             "sampler": part.name,
             "options": dataclasses.asdict(part.options),
             "n": n,
             "seed": seed,
-            "real": f"the test split of {self.data.name} ({len(self.real)} images, 8-bit as stored)",
+            "real": f"the test split of {self.data.name} ({len(self.real):,} images, 8-bit as stored)",
             "images": QUANTIZATION,
             "fd_name": self.fd_name,
             "extractor_kind": self.extractor.kind,
