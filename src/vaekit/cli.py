@@ -239,15 +239,22 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
                    help="images to generate and measure, e.g. 10000 (FD is biased at small N: compare at equal N)")
     g.add_argument("--sampler", choices=SAMPLERS.names(), default="prior",
                    help=f"where their z comes from: {_choices_help(SAMPLERS)} (default: prior)")
-    for f, owners in SAMPLERS.option_fields().values():
-        _add_flag(g, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
+    added = []
+    for name, (f, owners) in SAMPLERS.option_fields().items():
+        try:
+            _add_flag(g, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
+            added.append(name)
+        except argparse.ArgumentError:  # a sampler option named like one of eval's own flags: not settable here
+            continue
+    p.set_defaults(sampler_option_names=tuple(added))
 
 
 def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options of ``args.sampler`` given as flags; a clear error naming an option it does not take."""
+    """The options of ``args.sampler`` given as eval's flags; a clear error naming an option it does not take."""
     from .samplers import SAMPLERS
 
-    given = {name: getattr(args, name) for name in SAMPLERS.option_fields() if getattr(args, name, None) is not None}
+    names = args.sampler_option_names
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     options = SAMPLERS.pick_options(args.sampler, given)
     if set(given) - set(options):
         SAMPLERS.options(args.sampler, given)  # raises, naming the option
