@@ -110,3 +110,20 @@ def test_unlabelled_data_is_measured_in_random_features_named_in_the_printout(tm
     entry = json.loads((tmp_path / "run" / QUALITY_FILE).read_text())["samplers"]["prior"]
     assert (entry["fd_name"], entry["extractor_kind"], entry["mean_entropy"], entry["extractor_accuracy"]) == ("FD-random", "random", None, None)
     assert "random conv features (no labels, seed 0)" in build_report(tmp_path / "run")
+
+
+def test_a_test_set_too_small_for_prdc_is_refused_before_the_evaluation(tmp_path, capsys, monkeypatch):
+    np.save(tmp_path / "few.npy", np.random.default_rng(1).random((50, 16, 16)))  # 5 test images at --test-fraction 0.1
+    args = ["--dataset", str(tmp_path / "few.npy"), "--test-fraction", "0.1", "--batch-size", "15", "--max-steps", "1",
+            "--num-filters", "4", "--eval-samples", "1", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(["train", *args]) == 0
+    capsys.readouterr()
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the evaluation ran before the sample-quality request was checked")
+
+    monkeypatch.setattr("vaekit.commands.evaluate.evaluate", no_evaluation)
+    monkeypatch.delenv("VAEKIT_DEBUG", raising=False)
+    assert main(["eval", str(tmp_path / "run"), *CHEAP_EVAL, "--generate", "10"]) == 2
+    assert "error: the test split of " in (err := capsys.readouterr().err) and "has 5 images; sample quality needs at least 6" in err
+    assert not (tmp_path / "run" / "eval_test.json").exists()

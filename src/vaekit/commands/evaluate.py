@@ -14,7 +14,7 @@ from ..evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, matmul_
 from ..model import param_device
 from ..runfolder import RunFolder
 from ..samplers import make_sampler
-from .quality import check_generate, quality_run
+from .quality import QualityMeter, check_generate, record
 
 __all__ = ["eval_run"]
 
@@ -60,6 +60,7 @@ def eval_run(
     if param_device(model)[0].type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
     data = run.load_data()
+    meter = QualityMeter(run, data=data, progress=progress) if generate is not None else None  # its problems before the long part
     images = run.images(data, split)
     images = images[:limit] if limit is not None else images
     t0 = time.perf_counter()
@@ -79,10 +80,10 @@ def eval_run(
     result["note"] = LIKELIHOOD_NOTE
     if "bits_per_dim_8bit" in result:
         result["dequantization_note"] = DEQUANTIZATION_NOTE
-    if generate is not None:
-        result["sample_quality"] = quality_run(
-            run.path, generate, sampler=sampler, options=sampler_options, seed=seed, data=data, progress=progress, save=save,
-        )
+    if meter is not None:
+        result["sample_quality"] = meter.measure(sampler, sampler_options, generate, seed)
+        if save:
+            record(run, result["sample_quality"])
     if save:
         run.write_json(f"eval_{split}.json", result)
     return result

@@ -39,7 +39,7 @@ from ..runfolder import RunFolder
 from ..sample_quality import PRDC_K, describe, sample_quality
 from ..samplers import make_sampler
 
-__all__ = ["QualityMeter", "quality_run", "check_generate", "describe_entry", "read_quality", "QUALITY_FILE", "FORMAT"]
+__all__ = ["QualityMeter", "quality_run", "check_generate", "record", "describe_entry", "read_quality", "QUALITY_FILE", "FORMAT"]
 
 QUALITY_FILE = "sample_quality.json"
 FORMAT = "vaekit.sample_quality/1"
