@@ -295,3 +295,31 @@ def test_resume_refuses_other_flags_and_missing_checkpoints(tmp_path, capsys):
     assert "--epochs" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_eval_generate_flags_skip_a_sampler_option_named_like_an_eval_flag():
+    """A sampler (a plugin's, say) whose option is called like one of eval's flags (--samples) does not break the
+    parser, and eval's own --samples is never taken for that sampler's option."""
+    from dataclasses import dataclass
+
+    from vaekit.cli import _sampler_options, build_parser
+    from vaekit.registry import option
+    from vaekit.samplers import SAMPLERS, Sampler
+
+    saved = dict(SAMPLERS._parts)
+    try:
+        @SAMPLERS.register
+        class Clashing(Sampler):
+            """clashing: a test sampler"""
+
+            name = "clashing"
+
+            @dataclass
+            class Options:
+                samples: int = option(3, "an option named like eval's --samples", min=1)
+
+        args = build_parser().parse_args(["eval", "RUN", "--generate", "10", "--sampler", "clashing", "--samples", "7"])
+        assert args.samples == 7 and "samples" not in args.sampler_option_names and "components" in args.sampler_option_names
+        assert _sampler_options(args) == {}
+    finally:
+        SAMPLERS._parts = saved

@@ -321,3 +321,50 @@ def _html_escape(text):
     import html
 
     return html.escape(text, quote=True)
+
+
+# ---------------------------------------------------------------- sample quality (sample_quality.json, vaekit eval --generate)
+
+QUALITY = {"format": "vaekit.sample_quality/1", "samplers": {
+    "prior": {"sampler": "prior", "options": {}, "n": 10000, "n_fake": 10000, "n_real": 10000, "seed": 0, "fd_name": "FD-classifier",
+              "extractor": "classifier trained on mnist, test accuracy 99.24%", "fd": 12.3456, "kid": 0.01234, "kid_se": 0.00051,
+              "precision": 0.7123, "recall": 0.6, "density": 0.9, "coverage": 0.8049, "mean_entropy": 0.4512, "marginal_entropy": 2.2901},
+    "gmm": {"sampler": "gmm", "options": {"components": 10}, "n": 2000, "n_fake": 2000, "n_real": 10000, "seed": 3,
+            "fd_name": "FD-classifier", "extractor": "classifier trained on mnist, test accuracy 99.24%", "fd": 4.5, "kid": 0.004,
+            "kid_se": 0.0002, "precision": 0.8, "recall": 0.7, "density": 1.01, "coverage": 0.9, "mean_entropy": None,
+            "marginal_entropy": None},
+}}
+
+
+def test_sample_quality_is_a_row_per_sampler_under_the_features_name(tmp_path):
+    run = make_run(tmp_path / "run", {})
+    (run / "sample_quality.json").write_text(json.dumps(QUALITY))
+    page = Page(build_report(run))
+    assert "Sample quality" in page.headings["h2"] and '#sample-quality' in [a["href"] for a in page.find("a")]
+    assert "Features: classifier trained on mnist, test accuracy 99.24%" in page.text
+    assert ("sampler N generated N test seed FD-classifier KID ± SE precision recall density coverage "
+            "label entropy (per sample / marginal, nats)") in page.text
+    assert "prior 10,000 10,000 0 12.346 0.0123 ± 0.0005 0.712 0.600 0.900 0.805 0.451 / 2.290" in page.text
+    assert "gmm (components=10) 2,000 10,000 3 4.500 0.0040 ± 0.0002 0.800 0.700 1.010 0.900 \u2014" in page.text
+    assert "compare rows at equal N, on the same features, within vaekit only. This is not FID." in page.text
+
+
+def test_sample_quality_absent_is_no_section_and_malformed_is_a_warning(tmp_path):
+    run = make_run(tmp_path / "run", {})
+    assert "Sample quality" not in Page(build_report(run)).headings["h2"]
+    for text, warning in (("[1, 2]", "sample_quality.json is not a readable JSON object; the sample quality is left out."),
+                          ('{"samplers": 3}', "sample_quality.json has no object of samplers; the sample quality is left out.")):
+        (run / "sample_quality.json").write_text(text)
+        page = Page(build_report(run))
+        assert "Sample quality" in page.headings["h2"] and warning in page.text
+        assert "-101.2 ± 0.41" in page.text  # the rest of the report is there
+
+
+def test_sample_quality_in_different_features_is_flagged_and_escaped(tmp_path):
+    run = make_run(tmp_path / "run", {})
+    quality = json.loads(json.dumps(QUALITY))
+    quality["samplers"]["gmm"]["extractor"] = INJECTED
+    (run / "sample_quality.json").write_text(json.dumps(quality))
+    text = build_report(run)
+    assert INJECTED not in text and INJECTED in Page(text).text
+    assert "The rows were measured in different features: compare only rows of the same features." in Page(text).text

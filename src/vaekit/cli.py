@@ -192,7 +192,8 @@ def _sample_parser(sub: Any) -> None:
                    help=f"where z comes from: {_choices_help(SAMPLERS)} (default: prior)")
     for f, owners in SAMPLERS.option_fields().values():
         _add_flag(p, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
-    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png; gmm: RUN_DIR/samples_gmm.png)")
+    p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png; gmm: RUN_DIR/samples_gmm.png), "
+                   "or FILE.npy: the images as a uint8 array [N, C, H, W] = round(255 * clamp(mean image, 0, 1)), for outside tools")
 
 
 def _eval_parser(sub: Any) -> None:
@@ -221,6 +222,43 @@ def _eval_parser(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_generate_flags(p)
+
+
+def _add_generate_flags(p: argparse.ArgumentParser) -> None:
+    """vaekit eval's sample-quality flags: --generate N, --sampler NAME and the samplers' options."""
+    from .samplers import SAMPLERS
+
+    g = p.add_argument_group(
+        "sample quality (--generate N)",
+        "measure N new images (seed --seed, drawn as vaekit sample --out FILE.npy draws them) against the test set in the "
+        "features of a classifier trained on the dataset (FD-classifier, KID, precision, recall, density, coverage, label "
+        "entropy; a fixed random network without labels); saved in the eval JSON and RUN_DIR/sample_quality.json",
+    )
+    g.add_argument("--generate", type=_checked(int, {"min": 6}), default=None, metavar="N",
+                   help="images to generate and measure, e.g. 10000 (FD is biased at small N: compare at equal N)")
+    g.add_argument("--sampler", choices=SAMPLERS.names(), default="prior",
+                   help=f"where their z comes from: {_choices_help(SAMPLERS)} (default: prior)")
+    added = []
+    for name, (f, owners) in SAMPLERS.option_fields().items():
+        try:
+            _add_flag(g, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
+            added.append(name)
+        except argparse.ArgumentError:  # a sampler option named like one of eval's own flags: not settable here
+            continue
+    p.set_defaults(sampler_option_names=tuple(added))
+
+
+def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``args.sampler`` given as eval's flags; a clear error naming an option it does not take."""
+    from .samplers import SAMPLERS
+
+    names = args.sampler_option_names
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    options = SAMPLERS.pick_options(args.sampler, given)
+    if set(given) - set(options):
+        SAMPLERS.options(args.sampler, given)  # raises, naming the option
+    return options
 
 
 def _figures_parser(sub: Any) -> None:
@@ -407,6 +445,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"wrote {Path(args.run_dir) / 'gmm.safetensors'}, {Path(args.run_dir) / 'gmm.json'}")
     if args.sampler == "vq-prior":
         _print_vq_prior(Path(args.run_dir))
+    if path.suffix.lower() == ".npy":
+        from .generated import QUANTIZATION
+
+        print(f"{args.n} images from the {args.sampler} sampler (seed {args.seed}) as {QUANTIZATION}")
     print(f"wrote {path}")
     return 0
 
@@ -443,9 +485,13 @@ def _vq_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .commands import eval_run
 
+    generate = {} if args.generate is None else {"generate": args.generate, "sampler": args.sampler, "sampler_options": _sampler_options(args)}
+    if args.generate is None and (args.sampler != "prior" or _sampler_options(args)):
+        raise ValueError("--sampler and its options choose the images of --generate N; give --generate too")
     r = eval_run(
         args.run_dir, k=args.k, split=args.split, limit=args.limit, n_samples=args.samples,
         batch_size=args.batch_size, seed=args.seed, device=args.device, progress=args.progress, precision=args.precision,
+        **generate,
     )
     if args.json:
         print(json.dumps(r, indent=2))
@@ -474,8 +520,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"note: {r['note']}")
     if "dequantization_note" in r:
         print(f"note: {r['dequantization_note']}")
+    if "sample_quality" in r:
+        _print_sample_quality(r["sample_quality"], Path(args.run_dir))
     print(f"wrote {Path(args.run_dir) / ('eval_' + r['split'] + '.json')}")
     return 0
+
+
+def _print_sample_quality(entry: dict[str, Any], run_dir: Path) -> None:
+    from .commands.quality import QUALITY_FILE, describe_entry
+
+    lines = describe_entry(entry).splitlines()
+    print(lines[0])
+    for line in lines[1:]:
+        print(f"  {line}")
+    print("note: these figures compare only within vaekit, on the same features and at the same N; they are not FID")
+    print(f"wrote {run_dir / QUALITY_FILE}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

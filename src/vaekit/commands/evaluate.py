@@ -13,7 +13,9 @@ from ..config import resolve_precision
 from ..evaluation import DEQUANTIZATION_NOTE, LIKELIHOOD_NOTE, evaluate, matmul_peak_gflops
 from ..model import param_device
 from ..runfolder import RunFolder
+from ..samplers import make_sampler
 from ..samplers.vq_prior import prior_bits_per_dim
+from .quality import QualityMeter, check_generate, record
 
 __all__ = ["eval_run"]
 
@@ -31,6 +33,9 @@ def eval_run(
     progress: bool = True,
     save: bool = True,
     precision: str | None = None,
+    generate: int | None = None,
+    sampler: str = "prior",
+    sampler_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on its dataset's ``split`` (the first ``limit`` images, or all).
 
@@ -40,15 +45,24 @@ def eval_run(
     ``precision`` (auto, fp32, bf16; default: the run's own) is resolved for the evaluation
     device by ``config.resolve_precision``: the networks run in bf16 only where auto or the
     run chose it (tests/test_evaluation.py checks that bf16 agrees with fp32 within the SE).
+
+    ``generate`` (N): also measure the sample quality of N images from ``sampler`` (with
+    ``sampler_options``; seed ``seed``) against the test set (``vaekit.commands.quality``), added
+    as ``sample_quality`` and recorded in ``RUN_DIR/sample_quality.json``.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    if generate is not None:  # a bad request fails before the long evaluation
+        check_generate(generate)
+        make_sampler(sampler, sampler_options)
     run = RunFolder(run_dir)
     model = run.load_model(device)
     train_cfg = run.train_config()
     if param_device(model)[0].type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
-    images = run.images(run.load_data(), split)
+    data = run.load_data()
+    meter = QualityMeter(run, data=data, progress=progress) if generate is not None else None  # its problems before the long part
+    images = run.images(data, split)
     images = images[:limit] if limit is not None else images
     t0 = time.perf_counter()
     autocast_dtype, _ = resolve_precision(precision or train_cfg.precision, param_device(model)[0])
@@ -68,6 +82,10 @@ def eval_run(
     result["note"] = LIKELIHOOD_NOTE
     if "bits_per_dim_8bit" in result:
         result["dequantization_note"] = DEQUANTIZATION_NOTE
+    if meter is not None:
+        result["sample_quality"] = meter.measure(sampler, sampler_options, generate, seed)
+        if save:
+            record(run, result["sample_quality"])
     if save:
         run.write_json(f"eval_{split}.json", result)
     return result

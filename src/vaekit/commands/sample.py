@@ -1,10 +1,12 @@
-"""``vaekit sample``: new images from a trained run, their latent codes drawn by a sampler (``vaekit.samplers``)."""
+"""``vaekit sample``: new images from a trained run, their latent codes drawn by a sampler (``vaekit.samplers``),
+written as a PNG grid or (``--out FILE.npy``) as a uint8 array for outside tools (``vaekit.generated``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from ..generated import draw_uint8, save_npy
 from ..plots import plot_samples
 from ..runfolder import RunFolder
 from ..samplers import decode_samples, make_sampler
@@ -17,7 +19,11 @@ def sample_run(
     run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path | None = None, *, sampler: str = "prior",
     options: dict[str, Any] | None = None, components: int | None = None,
 ) -> Path:
-    """Write a grid of ``n`` new images from a trained run; returns the PNG's path.
+    """Write ``n`` new images from a trained run; returns the file's path.
+
+    ``out`` ending in ``.png`` (or None) gets a grid; ending in ``.npy``, the images themselves as a
+    uint8 array [n, C, H, W], round(255 * clamp(mean image, 0, 1)), drawn as ``vaekit.generated.draw_uint8``
+    draws them (the images ``vaekit eval --generate n --seed S`` measures); any other suffix is a ValueError.
 
     ``sampler`` names a sampler of ``vaekit.samplers.SAMPLERS`` ("prior": z ~ p(z), default file
     ``RUN_DIR/samples_seedS.png``; "gmm": a Gaussian mixture fitted to the training set's posterior
@@ -27,6 +33,8 @@ def sample_run(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if out is not None and Path(out).suffix.lower() not in (".png", ".npy"):
+        raise ValueError(f"out (--out) must end in .png (a grid) or .npy (a uint8 array [N, C, H, W]), got {str(out)!r}")
     options = dict(options or {})
     if components is not None:
         options["components"] = components
@@ -35,7 +43,10 @@ def sample_run(
     model = run.load_model()
     fitted = part.prepare(run, model)
     path = Path(out) if out is not None else run / part.default_file(seed)
-    plot_samples(decode_samples(model, part.sample_z(model, n, seed)), path, title=part.title(n, seed))
+    if path.suffix.lower() == ".npy":
+        save_npy(path, draw_uint8(model, part, n, seed))
+    else:
+        plot_samples(decode_samples(model, part.sample_z(model, n, seed)), path, title=part.title(n, seed))
     if out is None and fitted is not None:
         report_run(run.path, model=model)
     return path
