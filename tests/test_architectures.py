@@ -47,10 +47,12 @@ def test_networks_map_images_to_parameters_and_latents_back_to_images(arch, shap
     model = build_model(ModelConfig(arch=arch, latent_dim=3, posterior=posterior, options=small(arch)), shape)
     x = torch.rand(2, *shape)
     phi = model.encode(x)
-    assert phi.shape == (2, 4 if posterior == "isotropic" else 6)
-    out = model.decode(model.posterior.rsample(phi, 5))
+    if model.latent_dim == 3:  # one stochastic layer: phi is q(z|x)'s parameters (several: q(z_1|x)'s)
+        assert phi.shape == (2, 4 if posterior == "isotropic" else 6)
+    z = model.rsample_z(phi, 5)  # [2, 5, K] through the latent-variable interface
+    out = model.decode(z)
     assert out.shape == (2, 5, *shape)
-    out.sum().backward()  # every parameter gets a gradient
+    (out.sum() + model.log_q(z, phi).sum() + model.log_p_z(z).sum()).backward()  # every parameter gets a gradient
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p is not model.log_sig_x)
 
 
@@ -58,7 +60,7 @@ def test_networks_map_images_to_parameters_and_latents_back_to_images(arch, shap
 def test_flops_per_image_match_torchs_flop_counter(arch):
     shape = next(s for s in [(1, 28, 28), (3, 32, 32)] if accepts(arch, s))
     model = build_model(ModelConfig(arch=arch, latent_dim=4, options=small(arch)), shape)
-    for net, example in ((model.encoder, torch.zeros(1, *shape)), (model.decoder, torch.zeros(1, 4))):
+    for net, example in ((model.encoder, torch.zeros(1, *shape)), (model.decoder, torch.zeros(1, model.latent_dim))):
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             net(example)
