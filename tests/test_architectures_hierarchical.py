@@ -17,10 +17,12 @@ from torch.distributions import MultivariateNormal, Normal
 
 from vaekit import latent_stats, log_likelihood, posterior_means
 from vaekit.architectures.hierarchical import HierarchicalVAE
+from vaekit.cli import main
 from vaekit.config import ModelConfig
 from vaekit.explorer import explorer_html
 from vaekit.model import build_model
 from vaekit.objectives import make_objective
+from vaekit.runfolder import load_run
 
 
 def hvae(latent_dim=2, lower="3", hidden="5;4", posterior="diagonal", likelihood="bernoulli", shape=(1, 4, 4), seed=0, **options):
@@ -223,3 +225,25 @@ def test_explorer_decodes_the_top_layer_like_the_model(tmp_path, latent_dim):
     with torch.no_grad():
         want = model.mean_image(zs[:, None, :])[:, 0].reshape(5, -1)
     torch.testing.assert_close(page_images, want, rtol=1e-5, atol=1e-6)
+
+
+def test_train_eval_sample_report_end_to_end(tmp_path, tiny_dataset_dir):
+    """hvae + VampPrior + DReG: 5 steps of `vaekit train`, then eval, sample (prior and GMM) and report, in process."""
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tiny_dataset_dir), "--out", str(run), "--arch", "hvae", "--latent-dim", "3",
+                 "--lower-layers", "6", "--hidden", "16;8", "--prior", "vamp", "--pseudo-inputs", "8", "--objective", "dreg",
+                 "--iw-samples", "3", "--likelihood", "bernoulli", "--binarize", "dynamic", "--posterior", "diagonal",
+                 "--max-steps", "5", "--batch-size", "32", "--eval-samples", "1", "--device", "cpu", "--no-progress"]) == 0
+    assert main(["eval", str(run), "--k", "20", "--limit", "16", "--samples", "2"]) == 0
+    result = json.loads((run / "eval_test.json").read_text())
+    assert len(result["active_units_per_layer"]) == 2 and len(result["kl_per_dim"]) == 9
+    assert result["log_likelihood"] < 0 and math.isfinite(result["log_likelihood"])
+    assert main(["sample", str(run), "--n", "4"]) == 0 and (run / "samples_seed0.png").exists()
+    assert main(["sample", str(run), "--n", "4", "--sampler", "gmm", "--components", "2"]) == 0
+    assert json.loads((run / "gmm.json").read_text())["latent_dim"] == 3  # fitted to the top layer's means
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert 'id="vx-plane"' in html and "The latent explorer is not shown" not in html
+    model, meta = load_run(run)
+    assert isinstance(model, HierarchicalVAE) and model.prior.name == "vamp" and model.prior.pseudo.shape == (8, 1, 28, 28)
+    assert meta["model"]["options"] == {"lower_layers": "6", "hidden": "16;8", "activation": "tanh", "pseudo_inputs": 8}
