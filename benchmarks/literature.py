@@ -105,11 +105,20 @@ def build_row_model(name, args, data):
     return model, cfg
 
 
+def objective_of(name, args):
+    """The row's objective and its samples of z per image, or ``--objective`` with ``--train-samples`` (probes)."""
+    spec = ROWS[name]
+    if args.objective is None:
+        return spec["objective"], {k: spec[k] for k in ("samples", "iw_samples") if k in spec}
+    samples = args.train_samples or spec.get("samples", spec.get("iw_samples"))
+    return args.objective, {"samples" if args.objective == "elbo" else "iw_samples": samples}
+
+
 def train_config(name, args):
-    spec, recipe = ROWS[name], recipe_of(name, args)
-    objective = {k: spec[k] for k in ("samples", "iw_samples") if k in spec}
+    recipe = recipe_of(name, args)
+    objective, options = objective_of(name, args)
     return TrainConfig(
-        objective=spec["objective"], options=objective, binarize="dynamic", calibrated=False, device="cpu", seed=args.seed,
+        objective=objective, options=options, binarize="dynamic", calibrated=False, device="cpu", seed=args.seed,
         time_budget=None if args.steps else args.minutes, max_steps=args.steps, epochs=100_000, **recipe,
     )
 
@@ -233,6 +242,8 @@ def parse_args():
     ap.add_argument("--kl-warmup", type=int, default=None, help="steps of linear KL warm-up; override (default: the row's)")
     ap.add_argument("--pseudo-init", default="noise", choices=("noise", "data"),
                     help="VampPrior rows: pseudo-inputs from N(0.05, 0.01) (noise) or the first training images (data)")
+    ap.add_argument("--objective", default=None, choices=("elbo", "iwae", "dreg"), help="override the row's objective (probes)")
+    ap.add_argument("--train-samples", type=int, default=None, help="with --objective: its samples of z per image (default: the row's)")
     ap.add_argument("--pseudo-inputs", type=int, default=None, help="VampPrior rows: override the number of pseudo-inputs (500)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--core", type=int, default=None, help="run on this CPU core only (one torch thread)")
