@@ -1,22 +1,28 @@
-"""Burda et al. 2016, Table 1 (one stochastic layer), reproduced on this machine: test NLL of the VAE and
-the IWAE (k = 5, 50) on dynamically binarized MNIST, each trained for at most --minutes of training time.
+"""Burda et al. 2016, Table 1, and beyond, reproduced on this machine: the test NLL of one- and two-stochastic-layer
+VAEs and IWAEs (k = 1, 5, 50), the VampPrior (Tomczak & Welling 2018) and IWAE with DReG gradients (Tucker et al.
+2019) on dynamically binarized MNIST, each row trained for at most --minutes of training time.
 
-The setting is the paper's: a Bernoulli decoder, the paper's network (``--arch mlp``, 784-200-200-50,
-tanh, a diagonal posterior), dynamic binarization of the training images, and the test NLL from the
-importance-sampled estimate with k = 5000 on **all 10,000 test images**, binarized once with the fixed
-seed (``vaekit.data.BINARIZE_SEED``), with its standard error. The optimizer settings, batch size,
-schedule and KL warm-up are ours (``--batch-size``, ``--lr``, ``--lr-schedule``, ``--kl-warmup``).
+The setting is the paper's: a Bernoulli decoder, the paper's networks (one layer: ``--arch mlp``, 784-200-200-50;
+two layers: ``--arch hvae``, 784-200-200-100-100-100-50 with their mirror images, tanh, diagonal Gaussians),
+dynamic binarization of the training images, and the test NLL from the importance-sampled estimate with
+k = 5000 on **all 10,000 test images**, binarized once with the fixed seed (``vaekit.data.BINARIZE_SEED``), with
+its standard error. Each row's recipe (batch, learning rate and schedule, KL warm-up) is ours, chosen by the
+measured probes in benchmarks/README.md; ``--batch-size``, ``--lr``, ``--lr-schedule`` and ``--kl-warmup``
+override it for every row run.
 
 While a row trains, every ``--curve-every`` minutes of training time (the time spent evaluating is not
 counted) it records the test ELBO (all 10,000 images, one sample) and the test NLL at k = 5000 on a fixed
-subset of ``--subset`` images: the NLL-against-minutes curves, saved as JSON and PNG in
-benchmarks/results/. Prints a table beside the paper's and ``delta=`` last: the VAE row's NLL minus 86.76.
+subset of ``--subset`` images: the NLL-against-minutes curves. Each row is saved to
+benchmarks/results/TAG-ROW.json as soon as it finishes (its NLL, ELBO, active units, per layer too, epochs, steps,
+recipe and curve); TAG.json and TAG.png, the table and curves, are rebuilt after every run from *every* saved row
+of the tag (also those of earlier sessions), so rows can be run a few at a time. ``--table`` trains nothing.
 
-    python benchmarks/literature.py [--rows vae,iwae5,iwae50] [--minutes 60] [--k 5000] [--jobs 2] [--table]
+    python benchmarks/literature.py [--rows vae,iwae5,...] [--minutes 60] [--k 5000] [--jobs 2] [--table]
 
 ``--jobs 2`` trains two rows at once, each in its own process pinned to one core (``--core``), so one
 torch thread: these small MLPs train as fast on one core as on two (measured: 9,213 vs 8,926 images/s for the VAE, 897 vs 872 for IWAE
 k=50, batch 100), so on a 2-core CPU each row still gets this CPU's full speed for its hour.
+Probes: ``--steps N`` trains N optimizer steps instead (a recipe compared at equal steps whatever the machine's load).
 """
 
 from __future__ import annotations
@@ -40,12 +46,39 @@ from vaekit.train import fit
 
 from common import machine
 
-PAPER = {"vae": 86.76, "iwae5": 85.54, "iwae50": 84.78}  # Burda et al. 2016, Table 1, 1 stochastic layer
-ROWS = {
-    "vae": {"objective": "elbo", "samples": 1},
-    "iwae5": {"objective": "iwae", "iw_samples": 5},
-    "iwae50": {"objective": "iwae", "iw_samples": 50},
+ONE = {"arch": "mlp", "options": {"hidden": "200,200"}}  # Burda et al.'s one-layer network: 784-200-200-50
+TWO = {"arch": "hvae", "options": {"lower_layers": "100", "hidden": "200,200;100,100"}}  # their two-layer one: 100 and 50
+VAMP = {"prior": "vamp", "options": {"pseudo_inputs": 500}}  # Tomczak & Welling's 500 pseudo-inputs
+BURDA = {"batch_size": 100, "lr": 1e-3, "lr_schedule": "anneal", "kl_warmup": 5000}  # the one-layer rows' recipe (sweep B)
+
+#: reference NLLs (nats) and where they come from; None: no published number for this exact row
+PAPER = {
+    "vae": 86.76, "iwae5": 85.54, "iwae50": 84.78,  # Burda et al. 2016, Table 1, one stochastic layer
+    "vae2": 85.33, "iwae2-5": 83.89, "iwae2-50": 82.90,  # the same, two stochastic layers
+    "vamp": 85.57,  # Tomczak & Welling 2018, Table 2: VAE + VampPrior, one layer, dynamic MNIST (their gated MLP)
+    "vamp2": None, "dreg5": None, "dreg50": None,
 }
+SOURCE = {
+    "vae": "Burda et al. 2016, Table 1", "iwae5": "Burda et al. 2016, Table 1", "iwae50": "Burda et al. 2016, Table 1",
+    "vae2": "Burda et al. 2016, Table 1", "iwae2-5": "Burda et al. 2016, Table 1", "iwae2-50": "Burda et al. 2016, Table 1",
+    "vamp": "Tomczak & Welling 2018, Table 2 (their gated 300-unit MLP, 40 latents)",
+    "vamp2": "none: Tomczak & Welling's two-layer VampPrior (83.19) infers z_2 from x, a different model",
+    "dreg5": "none: Tucker et al. 2019 show curves; public reimplementations put it ~0.3 below IWAE k=5",
+    "dreg50": "none: Tucker et al. 2019 show curves; public reimplementations put it ~0.3 below IWAE k=50",
+}
+ROWS = {  # each row: its network, prior, objective and recipe
+    "vae": {**ONE, "objective": "elbo", "samples": 1, "recipe": BURDA},
+    "iwae5": {**ONE, "objective": "iwae", "iw_samples": 5, "recipe": BURDA},
+    "iwae50": {**ONE, "objective": "iwae", "iw_samples": 50, "recipe": BURDA},
+    "vae2": {**TWO, "objective": "elbo", "samples": 1, "recipe": BURDA},
+    "iwae2-5": {**TWO, "objective": "iwae", "iw_samples": 5, "recipe": BURDA},
+    "iwae2-50": {**TWO, "objective": "iwae", "iw_samples": 50, "recipe": BURDA},
+    "vamp": {**ONE, **VAMP, "options": {**ONE["options"], **VAMP["options"]}, "objective": "iwae", "iw_samples": 5, "recipe": BURDA},
+    "vamp2": {**TWO, **VAMP, "options": {**TWO["options"], **VAMP["options"]}, "objective": "iwae", "iw_samples": 5, "recipe": BURDA},
+    "dreg5": {**ONE, "objective": "dreg", "iw_samples": 5, "recipe": BURDA},
+    "dreg50": {**ONE, "objective": "dreg", "iw_samples": 50, "recipe": BURDA},
+}
+RECIPE_FLAGS = ("batch_size", "lr", "lr_schedule", "kl_warmup")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -55,20 +88,52 @@ def nll(model, images, k, seed=0):
     return -ll.mean().item(), ll.std().item() / math.sqrt(len(ll))
 
 
+def recipe_of(name, args):
+    """The row's recipe, each flag given on the command line overriding it."""
+    return {key: getattr(args, key) if getattr(args, key) is not None else ROWS[name]["recipe"][key] for key in RECIPE_FLAGS}
+
+
+def build_row_model(name, args, data):
+    spec = ROWS[name]
+    cfg = ModelConfig(arch=spec["arch"], latent_dim=50, likelihood="bernoulli", posterior="diagonal",
+                      prior=spec.get("prior", "standard-normal"), options=dict(spec["options"]))
+    if spec.get("prior") == "vamp" and args.pseudo_inputs is not None:
+        cfg.options["pseudo_inputs"] = args.pseudo_inputs
+    model = build_model(cfg, (1, 28, 28))
+    if spec.get("prior") == "vamp" and args.pseudo_init == "data":  # Tomczak & Welling's --use_training_data_init
+        model.prior.init_from_images(binarize(data.train_images[: model.prior.pseudo.shape[0]]))
+    return model, cfg
+
+
+def objective_of(name, args):
+    """The row's objective and its samples of z per image, or ``--objective`` with ``--train-samples`` (probes)."""
+    spec = ROWS[name]
+    if args.objective is None:
+        return spec["objective"], {k: spec[k] for k in ("samples", "iw_samples") if k in spec}
+    samples = args.train_samples or spec.get("samples", spec.get("iw_samples"))
+    return args.objective, {"samples" if args.objective == "elbo" else "iw_samples": samples}
+
+
+def train_config(name, args):
+    recipe = recipe_of(name, args)
+    objective, options = objective_of(name, args)
+    return TrainConfig(
+        objective=objective, options=options, binarize="dynamic", calibrated=False, device="cpu", seed=args.seed,
+        time_budget=None if args.steps else args.minutes, max_steps=args.steps, epochs=100_000, **recipe,
+    )
+
+
 def run_row(name, args, data, test):
     set_seed(args.seed)
-    model = build_model(ModelConfig(arch="mlp", latent_dim=50, likelihood="bernoulli", posterior="diagonal"), (1, 28, 28))
-    cfg = TrainConfig(
-        **ROWS[name], binarize="dynamic", batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
-        kl_warmup=args.kl_warmup, calibrated=False, time_budget=args.minutes, epochs=100_000, device="cpu", seed=args.seed,
-    )
+    model, model_cfg = build_row_model(name, args, data)
+    cfg = train_config(name, args)
     subset = test[: args.subset]
     curve, next_mark = [], args.curve_every
 
     def on_epoch_end(epoch, stats):
         nonlocal next_mark
         minutes = stats["seconds"] / 60
-        if minutes < next_mark and minutes < args.minutes:
+        if minutes < next_mark and not stats["final"]:
             return
         next_mark = minutes + args.curve_every
         elbo = evaluate_elbo(model, test, n_samples=1, seed=0)
@@ -86,11 +151,14 @@ def run_row(name, args, data, test):
     value, se = nll(model, test, args.k)
     stats = latent_stats(model, test)
     return {
-        "row": name, "paper": PAPER[name], "nll": value, "nll_se": se, "test_elbo": elbo["elbo"], "test_elbo_se": elbo["elbo_se"],
-        "active_units": stats["active_units"], "train_minutes": result.seconds / 60, "wall_minutes": wall / 60,
-        "eval_minutes": (time.perf_counter() - t1) / 60, "steps": result.steps, "epochs": result.epochs_done,
-        "settings": {k: v for k, v in vars(cfg).items() if k in ("objective", "samples", "iw_samples", "batch_size", "lr", "lr_schedule", "kl_warmup")},
-        "threads": torch.get_num_threads(), "images": len(test), "k": args.k,
+        "row": name, "paper": PAPER[name], "source": SOURCE[name], "nll": value, "nll_se": se,
+        "test_elbo": elbo["elbo"], "test_elbo_se": elbo["elbo_se"],
+        "active_units": stats["active_units"], "active_units_per_layer": stats.get("active_units_per_layer", [stats["active_units"]]),
+        "train_minutes": result.seconds / 60, "wall_minutes": wall / 60, "eval_minutes": (time.perf_counter() - t1) / 60,
+        "steps": result.steps, "epochs": result.epochs_done,
+        "model": {"arch": model_cfg.arch, "prior": model_cfg.prior, "options": model_cfg.options},
+        "settings": {"objective": cfg.objective, **cfg.options, **recipe_of(name, args), "pseudo_init": args.pseudo_init},
+        "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "images": len(test), "k": args.k,
         "curve": curve,
     }
 
@@ -103,12 +171,12 @@ def plot(rows, path):
     for ax, key, title in ((fig.add_subplot(1, 2, 1), "nll_subset", "test NLL (k=5000, subset)"), (fig.add_subplot(1, 2, 2), "test_elbo", "test ELBO")):
         for r in rows:
             ax.plot([p["minutes"] for p in r["curve"]], [(-1 if key == "test_elbo" else 1) * p[key] for p in r["curve"]], marker="o", label=r["row"])
-            if key == "nll_subset":
+            if key == "nll_subset" and r.get("paper") is not None:
                 ax.axhline(r["paper"], ls=":", lw=1, color=ax.lines[-1].get_color())
         ax.set_xlabel("training minutes")
         ax.set_ylabel("nats (lower is better)" if key == "nll_subset" else "-ELBO, nats (lower is better)")
         ax.set_title(title)
-        ax.legend()
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -119,14 +187,20 @@ def save(path, args, rows):
 
 
 def load_row(tag, name):
-    """The row saved by ``save(RESULTS / f"{tag}-{name}.json", ...)``."""
-    return json.loads((RESULTS / f"{tag}-{name}.json").read_text())["rows"][0]
+    """The row saved by ``save(RESULTS / f"{tag}-{name}.json", ...)``, or None if there is none."""
+    path = RESULTS / f"{tag}-{name}.json"
+    return json.loads(path.read_text())["rows"][0] if path.exists() else None
+
+
+def saved_rows(tag):
+    """Every row of ``tag`` saved so far, in ROWS' order."""
+    return [r for r in (load_row(tag, name) for name in ROWS) if r is not None]
 
 
 def run_in_processes(args, names):
-    """Each row in its own process pinned to one core, ``args.jobs`` at a time; their rows."""
+    """Each row in its own process pinned to one core, ``args.jobs`` at a time (each saves its TAG-ROW.json)."""
     argv, cores = sys.argv[1:], sorted(os.sched_getaffinity(0))
-    pending, running, rows = list(names), [], {}
+    pending, running = list(names), []
     while pending or running:
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
@@ -139,30 +213,50 @@ def run_in_processes(args, names):
                 running.remove((name, proc, core))
                 if proc.returncode != 0:
                     raise SystemExit(f"row {name} failed with exit code {proc.returncode}")
-                rows[name] = load_row(args.tag, name)  # written by the child
-    return [rows[name] for name in names]
 
 
-def main() -> None:
+def print_table(rows):
+    print(f"\n{'row':<9} {'paper':>7} {'vaekit NLL':>16} {'test ELBO':>16} {'active':>9} {'epochs':>6} {'train min':>9} {'wall min':>8}")
+    for r in rows:
+        paper = f"{r['paper']:7.2f}" if r.get("paper") is not None else f"{'-':>7}"
+        active = "+".join(map(str, r.get("active_units_per_layer", [r["active_units"]])))
+        print(f"{r['row']:<9} {paper} {r['nll']:9.2f} +- {r['nll_se']:.2f} {r['test_elbo']:9.2f} +- {r['test_elbo_se']:.2f} "
+              f"{active:>9} {r['epochs']:6d} {r['train_minutes']:9.1f} {r['wall_minutes'] + r['eval_minutes']:8.1f}")
+    first = next((r for r in rows if r["row"] == "vae"), next((r for r in rows if r.get("paper") is not None), None))
+    if first is not None:
+        print(f"delta={first['nll'] - first['paper']:.2f}")
+
+
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", default="vae,iwae5,iwae50")
+    ap.add_argument("--rows", default="vae,iwae5,iwae50", help=f"comma-separated, among {', '.join(ROWS)}")
     ap.add_argument("--minutes", type=float, default=60.0, help="training time per row (default 60)")
+    ap.add_argument("--steps", type=int, default=None, help="train this many optimizer steps instead of --minutes (probes)")
     ap.add_argument("--k", type=int, default=5000)
     ap.add_argument("--images", type=int, default=10000, help="test images for the final NLL (default all)")
     ap.add_argument("--subset", type=int, default=1000, help="test images for the curves' NLL (default 1000)")
     ap.add_argument("--curve-every", type=float, default=10.0, help="minutes of training between curve points")
-    ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--lr-schedule", default="anneal")
-    ap.add_argument("--kl-warmup", type=int, default=5000, help="steps of linear KL warm-up (default 5000, from the sweep)")
+    ap.add_argument("--batch-size", type=int, default=None, help="override every row's recipe (default: the row's)")
+    ap.add_argument("--lr", type=float, default=None, help="override every row's recipe (default: the row's)")
+    ap.add_argument("--lr-schedule", default=None, choices=("constant", "cosine", "anneal"), help="override (default: the row's)")
+    ap.add_argument("--kl-warmup", type=int, default=None, help="steps of linear KL warm-up; override (default: the row's)")
+    ap.add_argument("--pseudo-init", default="noise", choices=("noise", "data"),
+                    help="VampPrior rows: pseudo-inputs from N(0.05, 0.01) (noise) or the first training images (data)")
+    ap.add_argument("--objective", default=None, choices=("elbo", "iwae", "dreg"), help="override the row's objective (probes)")
+    ap.add_argument("--train-samples", type=int, default=None, help="with --objective: its samples of z per image (default: the row's)")
+    ap.add_argument("--pseudo-inputs", type=int, default=None, help="VampPrior rows: override the number of pseudo-inputs (500)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--core", type=int, default=None, help="run on this CPU core only (one torch thread)")
     ap.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
                     help="rows trained at once, each in its own process on one core (default 2, or 1 on one core)")
     ap.add_argument("--tag", default="literature", help="name of the JSON and PNG in benchmarks/results/")
-    ap.add_argument("--table", action="store_true", help="train nothing: the table, JSON and PNG from the rows' saved results/TAG-ROW.json")
+    ap.add_argument("--table", action="store_true", help="train nothing: the table, JSON and PNG from the saved results/TAG-ROW.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one row of --jobs: only its TAG-ROW.json
-    args = ap.parse_args()  # repeated options: the last wins (run_in_processes appends its own)
+    return ap.parse_args()  # repeated options: the last wins (run_in_processes appends its own)
+
+
+def main() -> None:
+    args = parse_args()
     names = args.rows.split(",")
     unknown = [n for n in names if n not in ROWS]
     if unknown:
@@ -174,26 +268,23 @@ def main() -> None:
         torch.set_num_threads(1)
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}; {torch.get_num_threads()} threads", flush=True)
     RESULTS.mkdir(exist_ok=True)
-    if args.table:
-        rows = [load_row(args.tag, name) for name in names]
-    elif args.jobs > 1 and len(names) > 1:
-        rows = run_in_processes(args, names)
-    else:
+    if not args.table and args.jobs > 1 and len(names) > 1:
+        run_in_processes(args, names)
+    elif not args.table:
         data = load_dataset("mnist")
         test = binarize(data.test_images)[: args.images]  # the fixed-seed binarization every evaluation uses
-        rows = []
         for name in names:
-            rows.append(run_row(name, args, data, test))
-            save(RESULTS / f"{args.tag}-{name}.json", args, rows[-1:])
-    if not args.child:
+            save(RESULTS / f"{args.tag}-{name}.json", args, [run_row(name, args, data, test)])  # each row as it finishes
+    if args.child:
+        return
+    rows = saved_rows(args.tag)  # every row of the tag, from this run and earlier ones
+    missing = [n for n in names if load_row(args.tag, n) is None]
+    if missing:
+        print(f"no saved result yet for {', '.join(missing)} (results/{args.tag}-ROW.json)")
+    if rows:
         save(RESULTS / f"{args.tag}.json", args, rows)
         plot(rows, RESULTS / f"{args.tag}.png")
-    print(f"\n{'row':<8} {'paper':>7} {'vaekit NLL':>16} {'test ELBO':>16} {'active':>6} {'train min':>9} {'wall min':>8}")
-    for r in rows:
-        print(f"{r['row']:<8} {r['paper']:7.2f} {r['nll']:9.2f} +- {r['nll_se']:.2f} {r['test_elbo']:9.2f} +- {r['test_elbo_se']:.2f} "
-              f"{r['active_units']:6d} {r['train_minutes']:9.1f} {r['wall_minutes'] + r['eval_minutes']:8.1f}")
-    vae = next((r for r in rows if r["row"] == "vae"), rows[0])
-    print(f"delta={vae['nll'] - vae['paper']:.2f}")
+        print_table(rows)
 
 
 if __name__ == "__main__":

@@ -52,11 +52,13 @@ def test_networks_map_images_to_parameters_and_latents_back_to_images(arch, shap
         return
     x = torch.rand(2, *shape)
     phi = model.encode(x)
-    # the posterior's parameters: K + 1 or 2K for the chosen Gaussian, or the model's own (a VQ-VAE's z_e: P = K = D h w)
-    assert phi.shape == (2, {"isotropic": 4, "diagonal": 6}[posterior] if model.posterior.name == posterior else model.latent_dim)
-    out = model.decode(model.posterior.rsample(phi, 5))
+    if not hasattr(model, "layer_sizes"):  # one stochastic layer: the posterior's parameters, K + 1 or 2K for the chosen Gaussian,
+        # or the model's own (a VQ-VAE's z_e: P = K = D h w); several layers: phi is q(z_1|x)'s
+        assert phi.shape == (2, {"isotropic": 4, "diagonal": 6}[posterior] if model.posterior.name == posterior else model.latent_dim)
+    z = model.rsample_z(phi, 5)  # [2, 5, K] through the latent-variable interface
+    out = model.decode(z)
     assert out.shape == (2, 5, *shape)
-    loss = out.sum()
+    loss = out.sum() + model.log_q(z, phi).sum() + model.log_p_z(z).sum()
     if hasattr(model, "codebook_losses"):  # a VQ-VAE's codebook learns from its own loss, not the decoder's (straight-through)
         loss = loss + model.codebook_losses(phi)[0].sum()
     loss.backward()  # every parameter gets a gradient

@@ -507,7 +507,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if "bits_per_dim_8bit" in r else []
         ),
         *([("KL per latent dim", f"[{kl}] nats"),
-           ("active units", f"{r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})")]
+           ("active units", f"{r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})"
+            + (f"; per layer, bottom first: {'+'.join(map(str, r['active_units_per_layer']))}" if "active_units_per_layer" in r else ""))]
           if "kl_per_dim" in r else []),
         ("reconstruction MSE", f"{r['recon_mse']:.5f} per pixel"),
         *_vq_rows(r),

@@ -249,7 +249,8 @@ def kl_mc_error(
 
 @torch.no_grad()
 def latent_stats(model: VAE, images: Tensor, batch_size: int = 500) -> dict[str, Any]:
-    """Latent diagnostics over ``images`` [M, C, H, W].
+    """Latent diagnostics over ``images`` [M, C, H, W] (for a model with several stochastic layers, of every layer:
+    see ``_means_and_kl``; then also ``active_units_per_layer``).
 
     Returns ``kl_per_dim`` (KL(q || N(0, I)) of each latent dimension, nats, mean over
     images), ``posterior_mean_var`` (Var over images of E_q[z_u]), ``active_units`` (how
@@ -262,8 +263,8 @@ def latent_stats(model: VAE, images: Tensor, batch_size: int = 500) -> dict[str,
     with eval_mode(model):
         for rows in _blocks(images.shape[0], batch_size):
             x = to_float(images[rows]).to(device, dtype)  # [b, C, H, W]
-            mu, log_sig = model.posterior.split(model.encode(x))  # [b, K], [b, 1 or K]
-            kls.append(kl_diag_std_normal(mu.double(), log_sig.double()).sum(dim=0))  # [K]
+            mu, kl = _means_and_kl(model, x)  # [b, K], [b, K]
+            kls.append(kl.sum(dim=0))  # [K]
             recon = model.mean_image(mu[:, None, :])[:, 0]  # [b, C, H, W]
             sq_err += (recon.double() - x.double()).pow(2).sum().item()
             means.append(mu.double().cpu())
@@ -274,9 +275,29 @@ def latent_stats(model: VAE, images: Tensor, batch_size: int = 500) -> dict[str,
         "posterior_mean_var": var.tolist(),
         "active_units": int((var > ACTIVE_THRESHOLD).sum().item()),
         "active_threshold": ACTIVE_THRESHOLD,
+        **_per_layer(model, var),
         "recon_mse": sq_err / images[0].numel() / images.shape[0],
         "means": m.float(),
     }
+
+
+def _means_and_kl(model: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Posterior means [b, K] and each dimension's KL [b, K] (float64): KL(q(z|x) || N(0, I)) of the posterior, or a
+    model's own (``latent_summary``: several stochastic layers, each layer's means along the mean path)."""
+    own = getattr(model, "latent_summary", None)
+    if own is not None:
+        mu, kl = own(x)
+        return mu, kl.double()
+    mu, log_sig = model.posterior.split(model.encode(x))  # [b, K], [b, 1 or K]
+    return mu, kl_diag_std_normal(mu.double(), log_sig.double())
+
+
+def _per_layer(model: VAE, var: Tensor) -> dict[str, Any]:
+    """``active_units_per_layer`` (bottom first) for a model with several stochastic layers (``layer_sizes``)."""
+    sizes = getattr(model, "layer_sizes", None)
+    if not sizes:
+        return {}
+    return {"active_units_per_layer": [int((v > ACTIVE_THRESHOLD).sum().item()) for v in var.split(list(sizes))]}
 
 
 def evaluate(

@@ -288,11 +288,24 @@ _PANEL_CSS = """
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
+def _decoder(model: nn.Module, means: Tensor) -> tuple[nn.Module, int]:
+    """The decoder the page runs and K: ``model.decoder`` and its latent size, or the model's own ``explorer_decoder``
+    from its ``.K`` top-layer latents (several stochastic layers: down the mean path)."""
+    own = getattr(model, "explorer_decoder", None)
+    k = latent_dim(model, means) if own is None else int(model.K)
+    if means.ndim != 2 or means.shape[1] != k:
+        raise ValueError(f"means must have shape [M, K={k}], got {list(means.shape)}")
+    decoder = getattr(model, "decoder", None) if own is None else own
+    if not isinstance(decoder, nn.Module):
+        raise UnsupportedDecoder(f"the model ({type(model).__name__}) has no .decoder module")
+    return decoder, k
+
+
 def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None, *, gmm: Any = None) -> str:
     """The explorer's HTML section for ``build_report(..., explorer_html=...)``.
 
     ``model``: any module with ``.decoder`` (latents [M, K] -> outputs [M, C, H, W]),
-    ``.latent_dim`` or ``.K``, and ``.likelihood`` (a name, or an object with ``.name``;
+    ``.latent_dim`` or ``.K`` (or ``.explorer_decoder`` from ``.K`` top-layer latents), and ``.likelihood`` (a name, or an object with ``.name``;
     default "gaussian"). ``means``: posterior means of the test set [M, K] (the first
     ``MAX_POINTS`` are drawn); ``labels``: [M] integer labels (negative: none) or None;
     ``gmm``: a ``vaekit.gmm.GMM`` on the latent space, or None.
@@ -300,12 +313,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
     A decoder the page cannot run gives a visible note naming the layer instead of the panel.
     """
     try:
-        k = latent_dim(model, means)
-        if means.ndim != 2 or means.shape[1] != k:
-            raise ValueError(f"means must have shape [M, K={k}], got {list(means.shape)}")
-        decoder = getattr(model, "decoder", None)
-        if not isinstance(decoder, nn.Module):
-            raise UnsupportedDecoder(f"the model ({type(model).__name__}) has no .decoder module")
+        decoder, k = _decoder(model, means)
         lik = explorer_likelihood(model)
         layers, weights = decoder_spec(decoder, k)
     except UnsupportedDecoder as e:

@@ -18,13 +18,18 @@ __all__ = ["posterior_means", "reconstruct", "pca", "latent_grid", "interpolate"
 
 @torch.no_grad()
 def posterior_means(model: VAE, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """E_q[z|x] for ``images`` [M, C, H, W] -> [M, K] (CPU, float32)."""
+    """E_q[z|x] for ``images`` [M, C, H, W] -> [M, K] (CPU, float32).
+
+    A model with several stochastic layers gives its top layer's (``top_posterior``, the mean path): the latent
+    space of the figures, the explorer and the samplers."""
     device, dtype = param_device(model)
+    top = getattr(model, "top_posterior", None)
     means = []
     with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
-            phi = model.encode(to_float(images[start : start + batch_size]).to(device, dtype))  # [b, P]
-            means.append(model.posterior.split(phi)[0].float().cpu())  # [b, K]
+            x = to_float(images[start : start + batch_size]).to(device, dtype)  # [b, C, H, W]
+            mu = top(x)[0] if top is not None else model.posterior.split(model.encode(x))[0]  # [b, K]
+            means.append(mu.float().cpu())
     return torch.cat(means)  # [M, K]
 
 

@@ -251,8 +251,9 @@ def describe_model(model: VAE, arch: str) -> str:
     enc = flops_per_image(model.encoder, torch.zeros(1, *shape))
     dec = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
     prior = "" if model.prior.name == "standard-normal" else f", {model.prior.name} prior"
+    sizes = getattr(model, "layer_sizes", None) or [model.latent_dim]  # several stochastic layers: K_1+...+K_L
     return (
-        f"model: arch {arch}, {count_parameters(model) / 1e6:.3f}M parameters, K={model.latent_dim}, "
+        f"model: arch {arch}, {count_parameters(model) / 1e6:.3f}M parameters, K={'+'.join(map(str, sizes))}, "
         f"{model.posterior.name} posterior, {model.likelihood.name} likelihood{prior}; forward FLOPs per image: encoder "
         f"{enc / 1e6:.2f}M + decoder {dec / 1e6:.2f}M per sample of z"
     )

@@ -43,7 +43,7 @@ class GMMSampler(Sampler):
         if (run / GMM_FILE).exists():
             try:
                 old = load_gmm(run / GMM_FILE)
-                if old.components == components and old.dim == model.latent_dim:
+                if old.components == components and old.dim == getattr(model, "K", model.latent_dim):
                     self.gmm = old
             except CheckpointError:
                 self.gmm = None  # refit and overwrite
