@@ -17,6 +17,10 @@ hierarchical VAE, say) implements the same way:
     kl(phi) -> [B] or None               KL(q || p) in closed form, where there is one
     decode(z) -> [B, k, C, H, W]         the likelihood's parameters; mean_image(z): E[x|z]
     sample_z(n) -> [n, K]                z ~ p(z)
+
+A conditional model (``ModelConfig.condition``: q(z|x, c), p(x|z, c); ``vaekit.conditions``) is this VAE with
+its networks fed the condition of the images in flight, held while they pass by
+``vaekit.conditioning.given(model, x, labels)``; its ``condition`` attribute is the condition part.
 """
 
 from __future__ import annotations
