@@ -18,7 +18,7 @@ from helpers import run_vaekit
 
 TOY = Path(__file__).parent / "fixtures" / "toy_parts.py"
 KINDS = {"arch": "toy-linear", "likelihood": "toy-laplace", "posterior": "toy-fixed", "prior": "toy-wide",
-         "objective": "toy-free-nats", "dataset format": "toy-csv", "sampler": "toy-shrunk"}
+         "objective": "toy-free-nats", "dataset format": "toy-csv", "sampler": "toy-shrunk", "condition": "toy-parity"}
 
 
 def vaekit(*args: str, cwd: Path, env_plugins: str | None = None) -> subprocess.CompletedProcess:
@@ -42,7 +42,7 @@ def toy_run(tmp_path_factory):
     args = ["--plugin", str(TOY), "train", "--dataset", "digits.toycsv", "--out", "run", "--arch", "toy-linear",
             "--no-bias", "--likelihood", "toy-laplace", "--posterior", "toy-fixed", "--prior", "toy-wide",
             "--prior-scale", "3", "--objective", "toy-free-nats", "--floor", "2.5", "--latent-dim", "2",
-            "--batch-size", "16", "--epochs", "2", "--device", "cpu", "--no-progress", "--eval-samples", "2"]
+            "--condition", "toy-parity", "--batch-size", "16", "--epochs", "2", "--device", "cpu", "--no-progress", "--eval-samples", "2"]
     p = vaekit(*args, cwd=folder)
     assert p.returncode == 0, p.stderr
     return folder
@@ -53,16 +53,17 @@ def test_train_with_every_toy_part_writes_a_complete_run(toy_run):
     meta = json.loads((run / "config.json").read_text())
     assert meta["plugins"] == [str(TOY.resolve())]
     assert meta["model"] == {"arch": "toy-linear", "latent_dim": 2, "likelihood": "toy-laplace", "posterior": "toy-fixed",
-                             "prior": "toy-wide", "options": {"bias": False, "prior_scale": 3.0}}
+                             "prior": "toy-wide", "condition": "toy-parity", "options": {"bias": False, "prior_scale": 3.0}}
     assert meta["train"]["objective"] == "toy-free-nats" and meta["train"]["options"] == {"samples": 1, "floor": 2.5}
     assert meta["data"]["info"]["source"] == "toy-csv" and meta["data"]["image_shape"] == [1, 8, 8]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["test_elbo"]) for r in rows)
     assert rows[-1]["objective"] == "toy-free-nats"
-    for name in ("model.safetensors", "samples.png", "reconstructions.png", "report.html"):
+    for name in ("model.safetensors", "samples.png", "reconstructions.png", "report.html", "condition_grid.png"):
         assert (run / name).is_file(), name
     report = (run / "report.html").read_text()
     assert "toy-linear" in report and "prior_scale" in report and "vx-panel" in report  # the explorer ran the plugin's mean
+    assert '<option value="1">odd</option>' in report  # and picks the plugin condition's choices
 
 
 def test_eval_figures_and_report_find_the_plugin_from_the_run_folder(toy_run):

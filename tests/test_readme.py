@@ -24,6 +24,7 @@ def test_readme_python_example_runs(capsys):
             reg._parts = parts
     assert {k: v for k, v in added.items() if v} == {
         "arch": {"linear"}, "likelihood": {"laplace"}, "prior": {"wide"}, "posterior": {"fixed"}, "objective": {"free-nats"},
+        "condition": {"parity"},
     }
     assert namespace["images"].shape == (9, 1, 28, 28)
     assert torch.isfinite(torch.tensor(namespace["elbos"])).all()

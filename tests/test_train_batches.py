@@ -65,6 +65,20 @@ def test_take_gives_this_process_its_slice_as_float32():
     assert torch.equal(second, whole[2:4])
 
 
+def test_take_labels_gives_this_process_the_labels_of_its_images():
+    images = (grey_images(12) * 255).round().to(torch.uint8)
+    labels = torch.arange(12) * 10 + 3  # label of image i: 10 i + 3
+    src = BatchSource(images, 4, seed=7, binarize_mode="dynamic", device=CPU, labels=labels)
+    idx = torch.tensor([5, 0, 11, 3, 7, 2])
+    for shard in (BatchShard.whole(6), BatchShard(6, 2, 4, 3), BatchShard(6, 6, 6, 3)):  # all; rank 1 of 3; an empty shard
+        got = src.take_labels(idx, shard)
+        assert got.dtype == torch.long and torch.equal(got, idx[shard.start : shard.stop] * 10 + 3)
+        assert len(got) == len(src.take(idx, shard))
+    assert source(images).take_labels(idx, BatchShard.whole(6)) is None  # no labels: none needed
+    with pytest.raises(ValueError, match=r"labels must be a tensor \[N=12\]"):
+        BatchSource(images, 4, seed=7, binarize_mode="none", device=CPU, labels=labels[:5])
+
+
 # ----------------------------------------------------------------------------- through fit
 
 

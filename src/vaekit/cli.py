@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--plugin", action="append", default=None, metavar="FILE",
         help="a Python file that registers parts of its own (architectures, likelihoods, posteriors, priors, objectives, "
-        "dataset formats, samplers); may be given more than once, and VAEKIT_PLUGINS lists more. A run records its plugin "
+        "dataset formats, samplers, conditions); may be given more than once, and VAEKIT_PLUGINS lists more. A run records its plugin "
         "files and loads them again for eval, sample, figures and report",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -194,6 +194,9 @@ def _sample_parser(sub: Any) -> None:
         _add_flag(p, f, "; ".join(f"{o}: {f.metadata.get('help', '')} (default: {f.default})" for o in owners))
     p.add_argument("--out", type=Path, default=None, help="PNG to write (default: RUN_DIR/samples_seedS.png; gmm: RUN_DIR/samples_gmm.png), "
                    "or FILE.npy: the images as a uint8 array [N, C, H, W] = round(255 * clamp(mean image, 0, 1)), for outside tools")
+    p.add_argument("--label", default=None, metavar="NAME",
+                   help="a conditional run (--condition label): draw this class, by name or number (e.g. 7); without it, every "
+                   "class across rows with z shared down each column. A --condition quadrants run: a test image's number")
 
 
 def _eval_parser(sub: Any) -> None:
@@ -431,7 +434,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options = SAMPLERS.pick_options(args.sampler, given)
     if set(given) - set(options):
         SAMPLERS.options(args.sampler, given)  # a clear error naming the option the sampler does not take
-    path = sample_run(args.run_dir, n=args.n, seed=args.seed, out=args.out, sampler=args.sampler, options=options)
+    path = sample_run(args.run_dir, n=args.n, seed=args.seed, out=args.out, sampler=args.sampler, options=options, label=args.label)
     if args.sampler == "gmm":
         from .checkpoint import read_json
 
@@ -500,8 +503,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{r['split']} split, {r['n_images']} images of {r['dims']} pixels, on {r['device']} ({r['precision']}) in {r['seconds']:.0f} s")
     rows = [
         (f"ELBO ({r['n_samples']} samples)", f"{r['elbo']:10.2f} +- {r['elbo_se']:.2f} nats per image (rec {r['rec']:.2f}, KL {r['kl']:.2f})"),
-        (f"log p(x) (k={r['k']})", f"{r['log_likelihood']:10.2f} +- {r['log_likelihood_se']:.2f} nats per image"),
-        ("", f"{r['bits_per_dim']:10.4f} +- {r['bits_per_dim_se']:.4f} bits/dim (= -log p(x) / (D ln 2))"),
+        (f"{r.get('condition', {}).get('quantity', 'log p(x)')} (k={r['k']})", f"{r['log_likelihood']:10.2f} +- {r['log_likelihood_se']:.2f} nats per image"),
+        ("", f"{r['bits_per_dim']:10.4f} +- {r['bits_per_dim_se']:.4f} bits/dim (= -log p / (D ln 2), D = {r['dims']} pixels scored)"),
         *(
             [("8-bit NLL", f"{r['bits_per_dim_8bit']:10.4f} +- {r['bits_per_dim_8bit_se']:.4f} bits/dim (dequantized upper bound)")]
             if "bits_per_dim_8bit" in r else []

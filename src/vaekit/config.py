@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from .architectures import ARCHITECTURES
+from .conditions import CONDITIONS
 from .data.config import DataConfig  # re-exported: it lives with the data
 from .likelihoods import LIKELIHOODS
 from .objectives import OBJECTIVES
@@ -47,6 +48,8 @@ class PartsConfig:
     """
 
     PARTS: ClassVar[dict[str, Registry]] = {}
+    #: parts fields for which None means "no such part" (not "chosen later"): their options need the part chosen
+    OPTIONAL_PARTS: ClassVar[tuple[str, ...]] = ()
     options: dict[str, Any]
 
     def __init__(self, **kwargs: Any) -> None:
@@ -86,10 +89,14 @@ class PartsConfig:
             owners = [(f, reg) for f, reg in self.PARTS.items() if key in reg.option_fields()]
             if not owners:
                 raise ValueError(f"{key} is not an option of any {' or '.join(r.kind for r in self.PARTS.values())}")
-            if any(getattr(self, f) is None or key in reg[getattr(self, f)].option_names() for f, reg in owners):
+            if any((getattr(self, f) is None and f not in self.OPTIONAL_PARTS) or
+                   (getattr(self, f) is not None and key in reg[getattr(self, f)].option_names()) for f, reg in owners):
                 continue
             f, reg = owners[0]
             chosen = getattr(self, f)
+            if chosen is None:  # an optional part that is not chosen (no condition)
+                parts = " or ".join(reg.option_fields()[key][1])
+                raise ValueError(f"--{key.replace('_', '-')} is an option of {reg.kind} {parts}; give --{f} {parts.split(' or ')[0]} too")
             parts = ", ".join(reg.option_fields()[key][1])
             takes = ", ".join(f"--{n.replace('_', '-')}" for n in reg[chosen].option_names()) or "no options"
             raise ValueError(f"--{key.replace('_', '-')} is an option of {reg.kind} {parts}, not of {reg.kind} {chosen} (which takes {takes})")
@@ -121,8 +128,9 @@ class ModelConfig(PartsConfig):
     """
 
     PARTS: ClassVar[dict[str, Registry]] = {
-        "arch": ARCHITECTURES, "likelihood": LIKELIHOODS, "posterior": POSTERIORS, "prior": PRIORS,
+        "arch": ARCHITECTURES, "likelihood": LIKELIHOODS, "posterior": POSTERIORS, "prior": PRIORS, "condition": CONDITIONS,
     }
+    OPTIONAL_PARTS: ClassVar[tuple[str, ...]] = ("condition",)
 
     arch: str | None = _f(
         None,
@@ -133,14 +141,19 @@ class ModelConfig(PartsConfig):
     likelihood: str = _f("gaussian", "decoder likelihood p(x|z)", choices=LIKELIHOODS)
     posterior: str = _f("isotropic", "encoder posterior q(z|x)", choices=POSTERIORS)
     prior: str = _f("standard-normal", "prior p(z)", choices=PRIORS)
+    condition: str | None = _f(
+        None, "condition the model on c: q(z|x, c), p(x|z, c) (a conditional VAE; default: none)", choices=CONDITIONS,
+    )
     options: dict = field(default_factory=dict, metadata={"help": "the chosen parts' options, by name"})
 
-    def resolved(self, image_shape: tuple[int, int, int]) -> "ModelConfig":
-        """A copy with ``arch`` chosen for these images where it is None: "assignment" for 28x28 grey, else "conv"."""
-        if self.arch is not None:
-            return dataclasses.replace(self, options=dict(self.options))
-        arch = "assignment" if tuple(image_shape) == (1, 28, 28) else "conv"
-        return dataclasses.replace(self, arch=arch, options=dict(self.options))
+    def resolved(self, image_shape: tuple[int, int, int], data: Any = None) -> "ModelConfig":
+        """A copy with ``arch`` chosen for these images where it is None: "assignment" for 28x28 grey, else "conv";
+        and with ``data`` (the training ``ImageData``), the condition's options that come from it (the classes)."""
+        arch = self.arch if self.arch is not None else ("assignment" if tuple(image_shape) == (1, 28, 28) else "conv")
+        options = dict(self.options)
+        if self.condition is not None and data is not None:
+            options.update(CONDITIONS[self.condition].options_from_data(CONDITIONS.pick_options(self.condition, options), data))
+        return dataclasses.replace(self, arch=arch, options=options)
 
 
 @dataclass(init=False)
@@ -360,6 +373,9 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     out = dataclasses.asdict(cfg)
     if isinstance(cfg, PartsConfig):
         out["options"] = cfg.recorded_options()
+        for f in cfg.OPTIONAL_PARTS:  # no such part (no condition): config.json as before the kind existed
+            if out.get(f) is None:
+                out.pop(f, None)
     return out
 
 
@@ -384,8 +400,11 @@ def config_from_dict(cls: type, data: dict[str, Any]):
         for f, reg in cls.PARTS.items():
             chosen = values.get(f, cls.__dataclass_fields__[f].default)
             # arch None (runs of vaekit 0.1) becomes one of AUTO_ARCHES: keep what all of them take
-            takes = set.intersection(*(set(reg[a].option_names()) for a in AUTO_ARCHES)) if chosen is None else (
-                set(reg[chosen].option_names()) if chosen in reg else set())
+            if chosen is None and f in cls.OPTIONAL_PARTS:  # no such part (no condition): none of its options
+                takes: set[str] = set()
+            else:
+                takes = set.intersection(*(set(reg[a].option_names()) for a in AUTO_ARCHES)) if chosen is None else (
+                    set(reg[chosen].option_names()) if chosen in reg else set())
             options.update({k: v for k, v in legacy.items() if k in takes and k not in options})
         values["options"] = options
     if cls is TrainConfig:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import distributed
+from .conditioning import given
 from .data import to_float
 from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, rsample
 from .model import VAE, eval_mode, param_device
@@ -131,7 +132,10 @@ def importance_log_likelihoods(
 ) -> list[Tensor]:
     """``log_likelihood`` of several versions of the same images (e.g. x and a dequantized x + u),
     all importance-sampled with the same k samples z_i ~ q(z|xs[0]) and the same decodes: a valid
-    proposal for each, and the decoder runs once. Returns one [B] float64 estimate per entry of ``xs``."""
+    proposal for each, and the decoder runs once. Returns one [B] float64 estimate per entry of ``xs``.
+
+    A conditional model (``vaekit.conditions``): call it inside ``given(model, xs[0], labels)`` (then
+    log p(x|c), with z_i ~ q(z|x, c); B at most ``max_decodes``, or the held condition does not fit)."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an int >= 1 (importance samples per image), got {k!r}")
     device, dtype = param_device(model)
@@ -173,9 +177,10 @@ def importance_log_likelihoods(
 @torch.no_grad()
 def evaluate_elbo(
     model: VAE, images: Tensor, n_samples: int = 10, batch_size: int = 500, seed: int = 0,
-    *, sharded: bool = False, autocast_dtype: torch.dtype | None = None,
+    *, sharded: bool = False, autocast_dtype: torch.dtype | None = None, labels: Tensor | None = None,
 ) -> dict[str, float]:
-    """ELBO of ``images`` [M, C, H, W] under ``model`` with its current sigma_x.
+    """ELBO of ``images`` [M, C, H, W] under ``model`` with its current sigma_x (a conditional model's, given the
+    condition of each image and its ``labels`` [M]).
 
     Returns nats per image: ``elbo`` (higher is better) and its standard error
     ``elbo_se``, the reconstruction term ``rec`` = E_q log p(x|z), and ``kl``.
@@ -201,8 +206,9 @@ def evaluate_elbo(
             shard = distributed.BatchShard.of(x.shape[0]) if sharded else distributed.BatchShard.whole(x.shape[0])
             # this process's slice of the noise drawn for the whole batch (all of it in one process)
             eps = shard.draw(lambda b: torch.empty((n_samples, b, model.latent_dim), dtype=dtype, device=device).normal_(), dim=1)
-            with _networks(device, autocast_dtype):  # objectives.elbo makes the networks' outputs float32
-                terms = objective(model, shard.take(x).to(device, dtype), eps=eps)  # [b_rank]
+            xb, yb = shard.take(x).to(device, dtype), None if labels is None else shard.take(labels[start : start + batch_size])
+            with _networks(device, autocast_dtype), given(model, xb, yb):  # objectives.elbo makes the networks' outputs float32
+                terms = objective(model, xb, eps=eps)  # [b_rank]
             elbo.append(terms.elbo.double())
             rec.append(terms.rec.double())
             kl.append(terms.kl.double())
@@ -248,7 +254,7 @@ def kl_mc_error(
 
 
 @torch.no_grad()
-def latent_stats(model: VAE, images: Tensor, batch_size: int = 500) -> dict[str, Any]:
+def latent_stats(model: VAE, images: Tensor, batch_size: int = 500, labels: Tensor | None = None) -> dict[str, Any]:
     """Latent diagnostics over ``images`` [M, C, H, W] (for a model with several stochastic layers, of every layer:
     see ``_means_and_kl``; then also ``active_units_per_layer``).
 
@@ -256,16 +262,19 @@ def latent_stats(model: VAE, images: Tensor, batch_size: int = 500) -> dict[str,
     images), ``posterior_mean_var`` (Var over images of E_q[z_u]), ``active_units`` (how
     many have that variance > 0.01, Burda et al. 2016), ``recon_mse`` (mean squared error
     per pixel of the reconstruction decoded from the posterior mean) and ``means``
-    (the posterior means [M, K], on the CPU).
+    (the posterior means [M, K], on the CPU). A conditional model's are given each image's condition (``labels`` [M]).
     """
     device, dtype = param_device(model)
     means, kls, sq_err = [], [], 0.0
     with eval_mode(model):
         for rows in _blocks(images.shape[0], batch_size):
             x = to_float(images[rows]).to(device, dtype)  # [b, C, H, W]
-            mu, kl = _means_and_kl(model, x)  # [b, K], [b, K]
+            with given(model, x, None if labels is None else labels[rows]):
+                mu, kl = _means_and_kl(model, x)  # [b, K], [b, K]
+                recon = model.mean_image(mu[:, None, :])[:, 0]  # [b, C, H, W]
+                if getattr(model, "condition", None) is not None:  # the quadrants: the given part as it is, no error there
+                    recon = model.condition.shown(recon)
             kls.append(kl.sum(dim=0))  # [K]
-            recon = model.mean_image(mu[:, None, :])[:, 0]  # [b, C, H, W]
             sq_err += (recon.double() - x.double()).pow(2).sum().item()
             means.append(mu.double().cpu())
     m = torch.cat(means)  # [M, K]
@@ -276,7 +285,7 @@ def latent_stats(model: VAE, images: Tensor, batch_size: int = 500) -> dict[str,
         "active_units": int((var > ACTIVE_THRESHOLD).sum().item()),
         "active_threshold": ACTIVE_THRESHOLD,
         **_per_layer(model, var),
-        "recon_mse": sq_err / images[0].numel() / images.shape[0],
+        "recon_mse": sq_err / getattr(model.likelihood, "scored_dims", images[0].numel()) / images.shape[0],  # per scored pixel
         "means": m.float(),
     }
 
@@ -310,8 +319,13 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    labels: Tensor | None = None,
 ) -> dict[str, Any]:
     """Everything ``vaekit eval`` reports for ``images`` [M, C, H, W], per image.
+
+    A conditional model (``vaekit.conditions``) is measured given each image's condition (from the image and
+    its ``labels`` [M]): its ELBO and log-likelihood are of log p(x|c), over the pixels its likelihood scores
+    (the quadrants: log p(x_missing | x_given)), and bits/dim divide by those pixels.
 
     * ``elbo``, ``elbo_se``, ``rec``, ``kl``: the ELBO with ``n_samples`` samples of z (nats);
     * ``log_likelihood``, ``log_likelihood_se``: importance-sampled log p(x) with exactly ``k``
@@ -334,11 +348,11 @@ def evaluate(
 
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images must have shape [M, C, H, W] with M >= 1, got {list(images.shape)}")
-    m, d = images.shape[0], images[0].numel()
+    m, d = images.shape[0], getattr(model.likelihood, "scored_dims", images[0].numel())  # the pixels scored
     if getattr(model, "deterministic_posterior", False):
         k = n_samples = 1  # q(z|x) is a point mass (a VQ-VAE): every importance sample is the same z, and one is exact
     result: dict[str, Any] = {"n_images": m, "dims": d, "k": k, "n_samples": n_samples, "seed": seed}
-    result.update(evaluate_elbo(model, images, n_samples=n_samples, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype))
+    result.update(evaluate_elbo(model, images, n_samples=n_samples, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype, labels=labels))
     ll_block = 100  # images per call (and progress tick); fixed, so the estimate does not depend on batch_size
     dequantize = not model.likelihood.discrete  # a density of grey levels: also the 8-bit data's NLL
     lls: list[Tensor] = []
@@ -350,7 +364,8 @@ def evaluate(
         if dequantize:  # u ~ U[0, 1/256)^D on each 8-bit level x = j/255 (the cubes do not overlap)
             with seeded_rng(seed * 100_003 + rows.start + 1, torch.device("cpu")):
                 xs.append(x + torch.rand(x.shape, dtype=x.dtype) / 256.0)
-        est = importance_log_likelihoods(model, xs, k=k, seed=seed * 100_003 + rows.start, autocast_dtype=autocast_dtype)
+        with given(model, x, None if labels is None else labels[rows]):  # a conditional model: each image's c (100 <= max_decodes)
+            est = importance_log_likelihoods(model, xs, k=k, seed=seed * 100_003 + rows.start, autocast_dtype=autocast_dtype)
         lls.append(est[0])
         if dequantize:
             deq.append(est[1])
@@ -365,7 +380,7 @@ def evaluate(
         bpd8 = -torch.cat(deq) / (d * math.log(2.0)) + 8.0  # [M]
         result["bits_per_dim_8bit"], result["bits_per_dim_8bit_se"] = _mean_se(bpd8)
     own_stats = getattr(model, "latent_stats", None)  # a model with other latents than Gaussians says what to report
-    stats = own_stats(images, batch_size) if callable(own_stats) else latent_stats(model, images, batch_size)
+    stats = own_stats(images, batch_size) if callable(own_stats) else latent_stats(model, images, batch_size, labels=labels)
     stats.pop("means", None)
     result.update(stats)
     result["likelihood"] = model.likelihood.name

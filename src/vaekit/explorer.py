@@ -301,21 +301,45 @@ def _decoder(model: nn.Module, means: Tensor) -> tuple[nn.Module, int]:
     return decoder, k
 
 
-def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None, *, gmm: Any = None) -> str:
+
+def _conditions_payload(conditions: Any) -> dict[str, Any] | None:
+    """A conditional model's choices for the page: (what one is, names [n], condition vectors c [n, S]) -> JSON."""
+    if conditions is None:
+        return None
+    title, names, vectors = conditions
+    if vectors.ndim != 2 or vectors.shape[0] != len(names) or not names:
+        raise ValueError(f"conditions must be (title, n names, vectors [n, S]), got {len(names)} names and {list(vectors.shape)}")
+    return {"title": str(title), "names": [str(n) for n in names], "vectors": _b64(vectors)}
+
+
+def _condition_picker(payload: dict[str, Any] | None) -> str:
+    """The select element of a conditional model's choices (the class picker)."""
+    if payload is None:
+        return ""
+    options = "".join(f'<option value="{i}">{_esc(name)}</option>' for i, name in enumerate(payload["names"]))
+    return f'<p><label>{_esc(payload["title"])} <select id="vx-condition">{options}</select></label></p>'
+
+
+def explorer_html(
+    model: nn.Module, means: Tensor, labels: Tensor | None = None, *, gmm: Any = None, conditions: Any = None,
+) -> str:
     """The explorer's HTML section for ``build_report(..., explorer_html=...)``.
 
     ``model``: any module with ``.decoder`` (latents [M, K] -> outputs [M, C, H, W]),
     ``.latent_dim`` or ``.K`` (or ``.explorer_decoder`` from ``.K`` top-layer latents), and ``.likelihood`` (a name, or an object with ``.name``;
     default "gaussian"). ``means``: posterior means of the test set [M, K] (the first
     ``MAX_POINTS`` are drawn); ``labels``: [M] integer labels (negative: none) or None;
-    ``gmm``: a ``vaekit.gmm.GMM`` on the latent space, or None.
+    ``gmm``: a ``vaekit.gmm.GMM`` on the latent space, or None. ``conditions``: a conditional model's (what one is, names [n],
+    c [n, S]; ``Condition.choices``): the page runs ``model.decoder.net`` on [z, c], c picked in a select (the class picker).
 
     A decoder the page cannot run gives a visible note naming the layer instead of the panel.
     """
     try:
         decoder, k = _decoder(model, means)
         lik = explorer_likelihood(model)
-        layers, weights = decoder_spec(decoder, k)
+        payload = _conditions_payload(conditions)  # a conditional model (vaekit.conditioning): its decoder's network takes [z, c]
+        decoder = decoder if payload is None else getattr(decoder, "net", decoder)
+        layers, weights = decoder_spec(decoder, k + (0 if payload is None else int(conditions[2].shape[1])))
     except UnsupportedDecoder as e:
         return note_html(str(e))
 
@@ -342,6 +366,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
         "view": view,
         "start": center if k > 2 else [0.0, 0.0],
         "gmm": _gmm_payload(gmm, k),
+        "conditions": payload,
     }
     script = (
         "var VAEKIT_EXPLORER_DATA = " + _json_for_script(data) + ";\n"
@@ -368,7 +393,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
         buttons.append(f'<button type="button" id="vx-sample-gmm">sample from the GMM ({len(gmm.weights)} components)</button>')
     if k > 2:
         buttons.append('<button type="button" id="vx-reset">reset to the mean of the posterior means</button>')
-    lik_text = lik.mean_description
+    lik_text = lik.mean_description + ("" if payload is None else f", given the {payload['title']} picked below (c)")
     points_text = f"the posterior means of {means.shape[0]} test images" + (" coloured by label" if lab is not None else "")
     return (
         '<h2 id="explorer">Latent explorer</h2>'
@@ -384,7 +409,7 @@ def explorer_html(model: nn.Module, means: Tensor, labels: Tensor | None = None,
         '<div class="vx-row">'
         '<div><canvas id="vx-plane" width="420" height="420"></canvas></div>'
         f'<div id="vx-side"><canvas id="vx-image" width="{max(w_, 1) * max(1, 280 // max(w_, 1))}" height="{max(h_, 1) * max(1, 280 // max(w_, 1))}"></canvas>'
-        f'<div>{"".join(buttons)}</div><p id="vx-readout"></p></div>'
+        f'{_condition_picker(payload)}<div>{"".join(buttons)}</div><p id="vx-readout"></p></div>'
         "</div>"
         f'{sliders_note}<div id="vx-sliders"></div>'
         "</div></div>"

@@ -2,7 +2,8 @@
 
 Pure functions from a model and images to tensors; ``plots.py`` draws them. Every
 function runs without gradients, in eval mode, on the model's device, and returns CPU
-tensors.
+tensors. A conditional model (``vaekit.conditions``) is given each image's condition, from the
+image and its label (``labels``); ``latent_grid`` decodes with the condition its caller holds.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .conditioning import given
 from .data import to_float
 from .model import VAE, eval_mode, param_device
 
@@ -17,8 +19,8 @@ __all__ = ["posterior_means", "reconstruct", "pca", "latent_grid", "interpolate"
 
 
 @torch.no_grad()
-def posterior_means(model: VAE, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """E_q[z|x] for ``images`` [M, C, H, W] -> [M, K] (CPU, float32).
+def posterior_means(model: VAE, images: Tensor, batch_size: int = 1000, labels: Tensor | None = None) -> Tensor:
+    """E_q[z|x] for ``images`` [M, C, H, W] (and their ``labels`` [M]: E_q[z|x, c] of a conditional model) -> [M, K] (CPU, float32).
 
     A model with several stochastic layers gives its top layer's (``top_posterior``, the mean path): the latent
     space of the figures, the explorer and the samplers."""
@@ -28,19 +30,28 @@ def posterior_means(model: VAE, images: Tensor, batch_size: int = 1000) -> Tenso
     with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
             x = to_float(images[start : start + batch_size]).to(device, dtype)  # [b, C, H, W]
-            mu = top(x)[0] if top is not None else model.posterior.split(model.encode(x))[0]  # [b, K]
+            with given(model, x, None if labels is None else labels[start : start + batch_size]):
+                mu = top(x)[0] if top is not None else model.posterior.split(model.encode(x))[0]  # [b, K]
             means.append(mu.float().cpu())
     return torch.cat(means)  # [M, K]
 
 
 @torch.no_grad()
-def reconstruct(model: VAE, images: Tensor) -> Tensor:
-    """Mean reconstructions decoded from the posterior means: [M, C, H, W] -> [M, C, H, W] (CPU)."""
+def reconstruct(model: VAE, images: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Mean reconstructions decoded from the posterior means: [M, C, H, W] -> [M, C, H, W] (CPU); a conditional
+    model's given each image's condition (the quadrants show the given part as it is)."""
     device, dtype = param_device(model)
-    z = posterior_means(model, images).to(device, dtype)  # [M, K]
-    with eval_mode(model):
-        recon = model.mean_image(z[:, None, :])[:, 0]  # [M, C, H, W]
+    z = posterior_means(model, images, labels=labels).to(device, dtype)  # [M, K]
+    x = to_float(images).to(device, dtype)
+    with eval_mode(model), given(model, x, labels):
+        recon = _shown(model, model.mean_image(z[:, None, :])[:, 0])  # [M, C, H, W]
     return recon.float().cpu()
+
+
+def _shown(model: VAE, images: Tensor) -> Tensor:
+    """Decoded images [B, C, H, W] as a conditional model shows them, with the condition held (``Condition.shown``)."""
+    condition = getattr(model, "condition", None)
+    return images if condition is None else condition.shown(images)
 
 
 def pca(points: Tensor, n: int = 2) -> tuple[Tensor, Tensor, Tensor]:
@@ -99,21 +110,26 @@ def latent_grid(model: VAE, n: int = 15, means: Tensor | None = None, span: floa
 
 
 @torch.no_grad()
-def interpolate(model: VAE, a: Tensor, b: Tensor, steps: int = 10) -> Tensor:
+def interpolate(
+    model: VAE, a: Tensor, b: Tensor, steps: int = 10, labels_a: Tensor | None = None, labels_b: Tensor | None = None,
+) -> Tensor:
     """Decode straight lines between the posterior means of image pairs.
 
     ``a``, ``b``: images [P, C, H, W]. Returns [P, steps, C, H, W]: for each pair, the
-    images decoded from (1 - t) mu(a) + t mu(b), t = 0 ... 1.
+    images decoded from (1 - t) mu(a) + t mu(b), t = 0 ... 1. A conditional model encodes each
+    image with its condition (``labels_a``, ``labels_b`` [P]) and decodes the line with a's.
     """
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {list(a.shape)} and {list(b.shape)}")
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
     device, dtype = param_device(model)
-    za = posterior_means(model, a).to(device, dtype)  # [P, K]
-    zb = posterior_means(model, b).to(device, dtype)  # [P, K]
+    za = posterior_means(model, a, labels=labels_a).to(device, dtype)  # [P, K]
+    zb = posterior_means(model, b, labels=labels_b).to(device, dtype)  # [P, K]
     t = torch.linspace(0, 1, steps, device=device, dtype=dtype)[None, :, None]  # [1, T, 1]
     z = (1 - t) * za[:, None, :] + t * zb[:, None, :]  # [P, T, K]
-    with eval_mode(model):
+    xa = to_float(a).to(device, dtype)  # [P, C, H, W]
+    with eval_mode(model), given(model, xa, labels_a):
         images = model.mean_image(z)  # [P, T, C, H, W]
+        images = _shown(model, images.flatten(0, 1)).reshape(images.shape)
     return images.float().cpu()

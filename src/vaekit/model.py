@@ -17,6 +17,10 @@ hierarchical VAE, say) implements the same way:
     kl(phi) -> [B] or None               KL(q || p) in closed form, where there is one
     decode(z) -> [B, k, C, H, W]         the likelihood's parameters; mean_image(z): E[x|z]
     sample_z(n) -> [n, K]                z ~ p(z)
+
+A conditional model (``ModelConfig.condition``: q(z|x, c), p(x|z, c); ``vaekit.conditions``) is this VAE with
+its networks fed the condition of the images in flight, held while they pass by
+``vaekit.conditioning.given(model, x, labels)``; its ``condition`` attribute is the condition part.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .architectures import ARCHITECTURES, build_networks, count_parameters, flops_per_image
+from .conditioning import conditional_likelihood, conditional_networks, given
 from .config import ModelConfig
 from .likelihoods import Likelihood, make_likelihood
 from .objectives import make_objective
@@ -238,6 +243,8 @@ def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int] = (1, 
     likelihood = make_likelihood(cfg.likelihood, cfg.PARTS["likelihood"].pick_options(cfg.likelihood, cfg.options))
     prior = make_prior(cfg.prior, cfg.latent_dim, (c, h, w), cfg.PARTS["prior"].pick_options(cfg.prior, cfg.options))
     arch = ARCHITECTURES[cfg.arch](cfg.part_options("arch"))
+    if cfg.condition is not None:  # q(z|x, c) and p(x|z, c): the architecture's networks fed the condition
+        return _conditional_model(cfg, arch, (c, h, w), likelihood, posterior, prior)
     own = arch.build_model((c, h, w), cfg.latent_dim, likelihood, posterior, prior)
     if own is not None:  # a model of the architecture's own
         return own
@@ -245,13 +252,31 @@ def build_model(model_cfg: ModelConfig, image_shape: tuple[int, int, int] = (1, 
     return VAE(encoder, decoder, cfg.latent_dim, likelihood=likelihood, posterior=posterior, image_shape=(c, h, w), prior=prior)
 
 
+def _conditional_model(cfg: ModelConfig, arch, image_shape, likelihood, posterior, prior) -> VAE:
+    """A conditional VAE (``vaekit.conditions``, ``vaekit.conditioning``): its ``condition`` holds c for the networks."""
+    if type(arch).build_model is not ARCHITECTURES.base.build_model:
+        raise ValueError(f"--condition {cfg.condition} needs an architecture whose encoder and decoder vaekit wraps; "
+                         f"arch {cfg.arch} builds a model of its own")
+    if prior.uses_encoder:
+        raise ValueError(f"--condition {cfg.condition} cannot take --prior {cfg.prior}: that prior runs the encoder on inputs without "
+                         f"a condition c; use --prior standard-normal")
+    condition = cfg.PARTS["condition"][cfg.condition](cfg.part_options("condition"))
+    encoder, decoder = conditional_networks(condition, arch, image_shape, cfg.latent_dim, posterior.num_params(cfg.latent_dim))
+    model = VAE(encoder, decoder, cfg.latent_dim, likelihood=conditional_likelihood(likelihood, condition), posterior=posterior,
+                image_shape=image_shape, prior=prior)
+    model.condition = condition
+    return model
+
+
 def describe_model(model: VAE, arch: str) -> str:
     """One line: architecture, parameter count and forward FLOPs per image of encoder and decoder."""
     shape = model.image_shape or (1, 28, 28)
-    enc = flops_per_image(model.encoder, torch.zeros(1, *shape))
-    dec = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
+    with given(model, torch.zeros(1, *shape), torch.zeros(1, dtype=torch.long)):  # a conditional model's: of class 0
+        enc = flops_per_image(model.encoder, torch.zeros(1, *shape))
+        dec = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
     prior = "" if model.prior.name == "standard-normal" else f", {model.prior.name} prior"
     sizes = getattr(model, "layer_sizes", None) or [model.latent_dim]  # several stochastic layers: K_1+...+K_L
+    prior += "" if getattr(model, "condition", None) is None else f", {model.condition.describe()}"
     return (
         f"model: arch {arch}, {count_parameters(model) / 1e6:.3f}M parameters, K={'+'.join(map(str, sizes))}, "
         f"{model.posterior.name} posterior, {model.likelihood.name} likelihood{prior}; forward FLOPs per image: encoder "

@@ -1,5 +1,5 @@
 """One plugin contract: every kind of part (architecture, likelihood, posterior, prior,
-objective, dataset format, sampler) is a class found by name in a ``Registry``.
+objective, dataset format, sampler, condition) is a class found by name in a ``Registry``.
 
 A part is a class with
 
@@ -235,7 +235,7 @@ REGISTRIES: dict[str, Registry] = {}
 def discover() -> dict[str, Registry]:
     """Import every built-in part of every kind (the packages that define registries), then return them all."""
     for module in ("vaekit.architectures", "vaekit.likelihoods", "vaekit.posteriors", "vaekit.priors", "vaekit.objectives",
-                   "vaekit.samplers", "vaekit.data.formats"):
+                   "vaekit.samplers", "vaekit.data.formats", "vaekit.conditions"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -40,6 +40,12 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("samples.png", "Samples from the prior",
      "Images decoded from latent codes z ~ N(0, I) drawn from the prior, with the final weights (a VQ-VAE: codes "
      "uniform at random, its training prior)."),
+    ("class_grid.png", "Every class",
+     "A conditional model's samples: every class across rows, the same z ~ N(0, I) down each column, so that a column "
+     "keeps its style and a row its class (vaekit sample RUN --label NAME draws one class)."),
+    ("completions.png", "Completions of the missing quadrants",
+     "A conditional model given part of each test image: the given part, completions decoded from z ~ N(0, I) shared "
+     "down each column, and the truth."),
     ("samples_gmm.png", "Samples from the aggregate posterior (GMM)",
      "Images decoded from z drawn from a Gaussian mixture fitted to the training set's posterior means "
      "(two-stage sampling, Ghosh et al. 2020; vaekit sample --sampler gmm)."),
@@ -334,7 +340,7 @@ def _summary(run: Path, meta: dict[str, Any], rows: list[dict[str, Any]], evals:
         loglik = _fmt_pm(ev.get("log_likelihood"), ev.get("log_likelihood_se")) + " nats per image"
         if _finite(ev.get("bits_per_dim")):
             loglik += f" ({_fmt_pm(ev['bits_per_dim'], ev.get('bits_per_dim_se'), 4, 4)} bits/dim)"
-        items.append((f"log p(x), {split}", loglik))
+        items.append((f"{_quantity(ev)}, {split}", loglik))
     return '<h2 id="summary">Summary</h2>' + _kv_table(items)
 
 
@@ -398,6 +404,12 @@ def _metrics(rows: list[dict[str, Any]], problems: list[str]) -> str:
     return "".join(parts)
 
 
+def _quantity(ev: dict[str, Any]) -> str:
+    """What an evaluation's log-likelihood is of: log p(x), or a conditional model's (e.g. log p(x_missing | x_given))."""
+    quantity = _dict(ev.get("condition")).get("quantity")
+    return quantity if isinstance(quantity, str) and quantity else "log p(x)"
+
+
 def _eval_block(split: str, ev: dict[str, Any]) -> str:
     parts = [f"<h3>{_esc(split)} split</h3>"]
     k = ev.get("k")
@@ -405,7 +417,7 @@ def _eval_block(split: str, ev: dict[str, Any]) -> str:
         ("ELBO", _fmt_pm(ev.get("elbo"), ev.get("elbo_se")), "nats per image"),
         ("reconstruction E[log p(x|z)]", _fmt_num(ev.get("rec"), 1), "nats per image"),
         ("KL(q(z|x) || p(z))", _fmt_num(ev.get("kl"), 2), "nats per image"),
-        ("log p(x)" + (f" (importance sampled, k = {_fmt_value(k)})" if k is not None else ""),
+        (_quantity(ev) + (f" (importance sampled, k = {_fmt_value(k)})" if k is not None else ""),
          _fmt_pm(ev.get("log_likelihood"), ev.get("log_likelihood_se")), "nats per image"),
         ("bits per dimension", _fmt_pm(ev.get("bits_per_dim"), ev.get("bits_per_dim_se"), 4, 4), "bits"),
         ("active units", _fmt_value(ev.get("active_units")) + (f" of {len(ev['kl_per_dim'])}" if isinstance(ev.get("kl_per_dim"), list) else ""),
@@ -414,7 +426,7 @@ def _eval_block(split: str, ev: dict[str, Any]) -> str:
         *_vq_quantities(ev),
     ]
     rows = [[(_esc(name), "th"), (_esc(value), "num"), (_esc(unit), "")] for name, value, unit in quantities
-            if value != _DASH or name.startswith(("ELBO", "log p(x)"))]
+            if value != _DASH or name.startswith(("ELBO", "log p("))]
     parts.append(_table(["quantity", "value", "unit"], rows))
 
     settings = [(key, _fmt_value(ev[key])) for key in ("n_images", "dims", "k", "n_samples", "seed", "likelihood") if key in ev]

@@ -162,11 +162,15 @@
 
   // the mean image E[x|z] from the decoder's output: the likelihood's own function (VAEKIT_MEAN)
   var K = D.K, shape = D.out_shape, layers = D.layers, meanOf = VAEKIT_MEAN;
+  // a conditional model: the decoder takes [z, c], c the picked row of D.conditions.vectors (S numbers each)
+  var CV = D.conditions ? b64floats(D.conditions.vectors) : new Float32Array(0);
+  var S = D.conditions ? CV.length / D.conditions.names.length : 0, picked = 0;
 
   function decode(z) {
     if (!z || z.length !== K) throw new Error("z must have " + K + " numbers, got " + (z ? z.length : z));
-    var x = new Float32Array(K);
+    var x = new Float32Array(K + S);
     for (var i = 0; i < K; i++) x[i] = +z[i];
+    for (var j = 0; j < S; j++) x[K + j] = CV[picked * S + j];
     for (var l = 0; l < layers.length; l++) {
       x = applyLayer(x, layers[l]);
       if (x.length !== prod(layers[l].out_shape)) throw new Error("layer " + l + " gave " + x.length + " values");
@@ -250,7 +254,8 @@
     drawPlane();
     for (var i = 0; i < sliders.length; i++) { sliders[i].input.value = z[i]; sliders[i].out.textContent = fmt(z[i]); }
     var shown = z.slice(0, 8).map(function (v) { return v.toFixed(2); }).join(", ") + (K > 8 ? ", \u2026" : "");
-    readout.textContent = (why ? why + ": " : "") + "z = (" + shown + ")";
+    var given = D.conditions ? ", " + D.conditions.title + " " + D.conditions.names[picked] : "";
+    readout.textContent = (why ? why + ": " : "") + "z = (" + shown + ")" + given;
   }
 
   function randn() {  // Box-Muller
@@ -361,6 +366,8 @@
     if (bs) bs.addEventListener("click", function () { playing++; show(samplePrior(), "z ~ N(0, I)"); });
     var bg2 = document.getElementById("vx-sample-gmm");
     if (bg2 && D.gmm) bg2.addEventListener("click", function () { playing++; show(sampleGmm(), "z ~ GMM"); });
+    var pick = document.getElementById("vx-condition");
+    if (pick && D.conditions) pick.addEventListener("change", function () { picked = +pick.value; playing++; show(z, D.conditions.title); });
     var br = document.getElementById("vx-reset");
     if (br) br.addEventListener("click", function () { playing++; show(center.slice(), "reset to the mean of the posterior means"); });
     window.addEventListener("hashchange", function () { var h = parseHash(); if (h) { playing++; show(h, "#z"); } });
@@ -370,6 +377,13 @@
     api.getZ = function () { return z.slice(); };
     api.K = K; api.shape = shape.slice(); api.likelihood = D.likelihood;
     api.samplePrior = samplePrior;
+    if (D.conditions) {
+      api.conditions = D.conditions.names.slice();
+      api.setCondition = function (i) {
+        if (!(+i >= 0 && +i < D.conditions.names.length && +i === Math.floor(+i))) throw new Error("no condition " + i);
+        picked = +i; if (pick) pick.value = String(picked); playing++; show(z, D.conditions.title);
+      };
+    }
     if (D.gmm) api.sampleGmm = sampleGmm;
     var h = parseHash();
     show(h || z, h ? "#z" : "start");

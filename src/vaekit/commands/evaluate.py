@@ -64,10 +64,13 @@ def eval_run(
     meter = QualityMeter(run, data=data, progress=progress) if generate is not None else None  # its problems before the long part
     images = run.images(data, split)
     images = images[:limit] if limit is not None else images
+    condition = getattr(model, "condition", None)  # a conditional model: each image's c, from it and its label
+    labels = None if condition is None else getattr(data, f"{split}_labels")[: len(images)]
     t0 = time.perf_counter()
     autocast_dtype, _ = resolve_precision(precision or train_cfg.precision, param_device(model)[0])
     result = evaluate(
         model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress, autocast_dtype=autocast_dtype,
+        labels=labels,
     )
     result.update(prior_bits_per_dim(run, model, images, seed))  # a VQ-VAE with its fitted code prior: bits/dim under it
     result = {
@@ -75,11 +78,17 @@ def eval_run(
         "precision": "bf16" if autocast_dtype is not None else "fp32",
     }
     # how fast the estimate ran: decoder passes per second, and its FLOP rate against this machine's matmul rate
-    dec_flops = flops_per_image(model.decoder, torch.zeros(1, model.latent_dim))
+    dec = model.decoder if condition is None else model.decoder.net  # a conditional decoder's network takes [z, c]
+    dec_flops = flops_per_image(dec, torch.zeros(1, model.latent_dim + (0 if condition is None else condition.size)))
     result["decodes_per_s"] = result["decodes"] / max(result["log_likelihood_seconds"], 1e-9)
     result["decoder_gflops"] = result["decodes_per_s"] * dec_flops / 1e9
     result["matmul_peak_gflops"] = matmul_peak_gflops(device=param_device(model)[0], dtype=autocast_dtype or torch.float32)
     result["note"] = LIKELIHOOD_NOTE
+    if condition is not None:  # what the log-likelihood is of, and its proposal (Sohn et al. 2015, Sec. 4.1)
+        result["condition"] = {"name": condition.name, "describe": condition.describe(), "quantity": condition.quantity()}
+        result["note"] = (f"{condition.quantity()} of a conditional model ({condition.describe()}), by importance sampling from the "
+                          f"recognition network q(z|x, c) with p(z) = N(0, I), as Sohn et al. 2015 (Sec. 4.1) estimate the conditional "
+                          f"log-likelihood; bits/dim are per scored pixel. " + LIKELIHOOD_NOTE)
     if "bits_per_dim_8bit" in result:
         result["dequantization_note"] = DEQUANTIZATION_NOTE
     if meter is not None:

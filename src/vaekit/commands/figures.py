@@ -7,6 +7,7 @@ note, never the rest of the run's files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -66,6 +67,8 @@ def write_run_figures(
     another run is left in its place.
     """
     test = split_images(data, train_cfg, "test")
+    labels = data.test_labels  # [M]: a conditional model sees each image's condition (vaekit.conditions)
+    cond = getattr(model, "condition", None)
     m = len(test)  # test images
     written: list[Path] = []
     notes = [] if notes is None else notes
@@ -77,28 +80,49 @@ def write_run_figures(
 
     def means() -> Tensor:  # [M, K] the test set's posterior means, computed once
         if "means" not in cache:
-            cache["means"] = posterior_means(model, test)
+            cache["means"] = posterior_means(model, test, labels=labels)
         return cache["means"]
 
     if batch_elbos:
         steps_per_epoch = math.ceil(len(data.train_uint8) / (global_batch or train_cfg.batch_size))
         draw("elbo_curve.png", lambda p: plot_elbo_curve(batch_elbos, p, rows, steps_per_epoch))
-    if draw_samples(model, train_cfg.seed, out / "samples.png", notes):
+    if draw_samples(model, train_cfg.seed, out / "samples.png", notes, test, labels):
         written.append(out / "samples.png")
     order = torch.randperm(m, generator=torch.Generator().manual_seed(train_cfg.seed))  # [M] which test images to show
+    if cond is not None:  # the condition's own figure (every class across rows; completions)
+        draw(cond.figure_file, lambda p: cond.draw_figure(model, test, labels, p, train_cfg.seed))
     shown = order[: min(16, m)]  # [S] up to 16 test images
-    draw("reconstructions.png", lambda p: plot_reconstructions(to_float(test[shown]), reconstruct(model, test[shown]), p))
-    draw("latent_map.png", lambda p: _draw_latent_map(model, means, m, p))
+    draw("reconstructions.png", lambda p: plot_reconstructions(to_float(test[shown]), reconstruct(model, test[shown], labels[shown]), p))
+    draw("latent_map.png", lambda p: _draw_latent_map(model, means, m, p, test, labels))
     draw("latent_scatter.png", lambda p: _draw_latent_scatter(means(), data, p))
-    draw("interpolations.png", lambda p: _draw_interpolations(model, test, order, p))
+    draw("interpolations.png", lambda p: _draw_interpolations(model, test, order, p, labels))
     return written
 
 
-def draw_samples(model: VAE, seed: int, path: Path, notes: list[str]) -> bool:
-    """samples.png: 64 images decoded from z ~ p(z), the same for the same seed; a note instead if it fails."""
+def draw_samples(model: VAE, seed: int, path: Path, notes: list[str], test: Any = None, labels: Tensor | None = None) -> bool:
+    """samples.png: 64 images decoded from z ~ p(z), the same for the same seed (a conditional model's, each with the
+    condition of one of the first ``test`` images and their ``labels``); a note instead if it fails."""
     device = next(model.parameters()).device
     with seeded_rng(seed, device):
-        return _draw_figure(path, lambda p: plot_samples(generate_images(model, n_images=64), p), notes)
+        if getattr(model, "condition", None) is None:
+            return _draw_figure(path, lambda p: plot_samples(generate_images(model, n_images=64), p), notes)
+        if test is None or labels is None:
+            raise ValueError("draw_samples: a conditional model's samples need the test images and labels whose conditions they take")
+        return _draw_figure(path, lambda p: _draw_conditional_samples(model, test, labels, p), notes)
+
+
+@contextlib.contextmanager
+def _conditioned(model: VAE, x: Tensor, labels: Tensor, n: int | None = None):
+    """Hold the condition of images x [B, ...] (labels [B]; with ``n``, of the first image for n images) for a conditional
+    model's networks, yielding how it shows decoded images (``Condition.shown``); for an unconditional model, nothing."""
+    cond = getattr(model, "condition", None)
+    if cond is None:
+        yield lambda images: images
+        return
+    if n is not None:
+        x, labels = x[:1].expand(n, *x.shape[1:]), labels[:1].expand(n)
+    with cond.holding(x, labels):
+        yield cond.shown
 
 
 class FigureSkipped(Exception):
@@ -121,13 +145,25 @@ def _draw_figure(path: Path, fn: Callable[[Path], None], notes: list[str]) -> bo
         return False
 
 
-def _draw_latent_map(model: VAE, means: Callable[[], Tensor], m: int, path: Path) -> None:
+def _draw_conditional_samples(model: VAE, test: Any, labels: Tensor, path: Path) -> None:
+    """samples.png of a conditional model: z ~ N(0, I), each decoded with the condition of one of the first 64 test images."""
+    n = min(64, len(test))
+    with _conditioned(model, to_float(test[:n]), labels[:n]) as shown:
+        images = shown(generate_images(model, n_images=n))
+    plot_samples(images, path, title=f"samples z ~ N(0, I), each with the condition of one of the first {n} test images")
+
+
+def _draw_latent_map(model: VAE, means: Callable[[], Tensor], m: int, path: Path, test: Any, labels: Tensor) -> None:
     if model.K != 2 and m < 3:
         raise FigureSkipped(
             f"for K={model.K} the map spans the two principal directions of the test posterior means, which needs "
             f"at least 3 test images; the test set has {m}"
         )
-    grid, what = latent_grid(model, n=15, means=None if model.K == 2 else means())
+    with _conditioned(model, to_float(test[:1]), labels[:1], n=15 * 15) as shown:  # a conditional model: test image 0's
+        grid, what = latent_grid(model, n=15, means=None if model.K == 2 else means())
+        grid = shown(grid)
+    if getattr(model, "condition", None) is not None:
+        what += ", all with the condition of the first test image"
     plot_latent_map(grid, path, what)
 
 
@@ -145,7 +181,7 @@ def _draw_latent_scatter(means: Tensor, data: ImageData, path: Path) -> None:
     plot_latent_scatter(points, labels, path, axes, title)
 
 
-def _draw_interpolations(model: VAE, test: Any, order: Tensor, path: Path) -> None:
+def _draw_interpolations(model: VAE, test: Any, order: Tensor, path: Path, labels: Tensor) -> None:
     """8 pairs of test images not among the reconstructions (order[16:32]); from a smaller test set, as many
     disjoint pairs as it has (up to 8)."""
     m = len(order)
@@ -153,6 +189,7 @@ def _draw_interpolations(model: VAE, test: Any, order: Tensor, path: Path) -> No
         raise FigureSkipped(f"an interpolation needs a pair of test images; the test set has {m}")
     p = 8 if m >= 32 else min(8, m // 2)  # pairs
     pairs = (order[16:32] if m >= 32 else order[: 2 * p]).reshape(2, p)  # [2, P]
-    plot_interpolations(interpolate(model, test[pairs[0]], test[pairs[1]], steps=10), path)
+    a, b = pairs
+    plot_interpolations(interpolate(model, test[a], test[b], steps=10, labels_a=labels[a], labels_b=labels[b]), path)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..data import ImageData
+from ..data import ImageData, to_float
 from ..explorer import explorer_html
 from ..explorer import note_html as explorer_note
 from ..latents import posterior_means
@@ -25,7 +25,8 @@ def report_run(
     """Write the run's report with the latent explorer (``vaekit.explorer``); returns its path.
 
     The explorer gets the test set's posterior means and labels, and the run's GMM if
-    ``gmm.safetensors`` exists. ``model`` and ``data``, when the caller holds them (training
+    ``gmm.safetensors`` exists; a conditional model's explorer, its condition's choices (every class) to pick from.
+    ``model`` and ``data``, when the caller holds them (training
     has just ended), save loading them again. Anything that keeps the explorer from being
     built is shown as a note in its place; the rest of the report is written regardless.
     ``notes``: figures that were skipped and why (``write_run_figures``), shown with the figures.
@@ -36,10 +37,13 @@ def report_run(
         data = run.load_data() if data is None else data
         if hasattr(model, "codebook"):  # a VQ-VAE: its grid of codes, with its code prior's samples (vaekit.vq_explorer)
             return write_report(run.path, out, explorer_html=vq_panel(run, model, data), notes=notes)
-        means = posterior_means(model, run.images(data, "test"))  # [M, K]
+        test = run.images(data, "test")
+        means = posterior_means(model, test, labels=data.test_labels)  # [M, K]; a conditional model's given each c
         gmm = saved_gmm(run)  # gmm.json and the samples still show without it; the explorer then has no GMM button
         labels = data.test_labels if data.info.labelled else None
-        panel = explorer_html(model, means, labels, gmm=gmm)
+        condition = getattr(model, "condition", None)  # a conditional model: the page decodes [z, c] of a picked c
+        choices = None if condition is None else (condition.choice_title, *condition.choices(to_float(test[:10]), data.test_labels[:10]))
+        panel = explorer_html(model, means, labels, gmm=gmm, conditions=choices)
     except Exception as e:  # noqa: BLE001 - never lose the report over the explorer; say why it is missing
         panel = explorer_note(f"{type(e).__name__}: {e}")
     return write_report(run.path, out, explorer_html=panel, notes=notes)

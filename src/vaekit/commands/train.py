@@ -152,7 +152,7 @@ def _train_run(
     global_batch = train_cfg.batch_size * world
     check_min_images(data, global_batch, world)
     image_shape = tuple(data.train_uint8.shape[1:])  # [C, H, W]
-    model_cfg = model_cfg.resolved(image_shape)  # the arch is recorded in config.json, so load_run rebuilds the same
+    model_cfg = model_cfg.resolved(image_shape, data)  # the arch (and a condition's classes) in config.json: load_run rebuilds the same
     set_seed(train_cfg.seed)
     model = build_model(model_cfg, image_shape)  # before anything is written: a shape the arch can't take fails here
     autocast_dtype, why = resolve_precision(train_cfg.precision, train_device)
@@ -186,7 +186,9 @@ def _train_run(
         if main:
             RunFolder(out).write_config(meta)
 
-    monitor = Timed(Monitor(model, train_cfg, test_images, rows))
+    conditional = getattr(model, "condition", None) is not None  # a conditional model sees each image's label
+    test_labels = data.test_labels if conditional else None
+    monitor = Timed(Monitor(model, train_cfg, test_images, rows, test_labels))
     interim = Timed(InterimFigures(RunFolder(out), model, data, train_cfg.seed, rows)) if main else None
     callbacks = [monitor, *([tensorboard] if tensorboard is not None else []), *([interim] if interim is not None else [])]
     t_fit = time.perf_counter()
@@ -200,7 +202,7 @@ def _train_run(
     else:
         result = fit(
             model, training_images(data), train_cfg, progress=progress,
-            callbacks=callbacks, on_checkpoint=on_checkpoint, resume=state,
+            callbacks=callbacks, on_checkpoint=on_checkpoint, resume=state, labels=data.train_labels if conditional else None,
         )
         batch_elbos = result.batch_elbos
 
@@ -246,7 +248,7 @@ class InterimFigures:
             return
         notes: list[str] = []
         self.run.write_metrics(self.rows)  # the report reads them (the epoch's checkpoint writes them again)
-        draw_samples(self.model, self.seed, self.run / "samples.png", notes)
+        draw_samples(self.model, self.seed, self.run / "samples.png", notes, self.run.images(self.data, "test"), self.data.test_labels)
         report_run(self.run.path, model=self.model, data=self.data, notes=notes)
 
 

@@ -22,6 +22,10 @@ __all__ = ["Prior", "PRIORS", "make_prior"]
 class Prior(Part, nn.Module):
     """p(z) for latents of size K, for images of shape [C, H, W]."""
 
+    #: True for a prior built from the model's own encoder (the VampPrior's q(z|u) at pseudo-inputs u), which a
+    #: conditional model, whose encoder also needs each image's condition c, cannot take
+    uses_encoder: bool = False
+
     def __init__(self, latent_dim: int, image_shape: tuple[int, int, int] | None = None, options: object | None = None):
         nn.Module.__init__(self)
         self.latent_dim = latent_dim

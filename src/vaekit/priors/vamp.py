@@ -40,6 +40,7 @@ class VampPrior(Prior):
     """vamp: the VampPrior, a mixture of the posteriors at --pseudo-inputs C learned pseudo-inputs (Tomczak & Welling 2018)"""
 
     name = "vamp"
+    uses_encoder = True
 
     @dataclass
     class Options:

@@ -49,10 +49,10 @@ class GMMSampler(Sampler):
                 self.gmm = None  # refit and overwrite
         data = run.load_data() if data is None else data
         if self.gmm is None:
-            train_means = posterior_means(model, run.images(data, "train"))  # [N, K]
+            train_means = posterior_means(model, run.images(data, "train"), labels=data.train_labels)  # [N, K] (E[z|x, c])
             self.gmm = fit_gmm(train_means, components=components, seed=GMM_FIT_SEED)
             save_gmm(run / GMM_FILE, self.gmm)
-        test_means = posterior_means(model, run.images(data, "test"))  # [M, K]
+        test_means = posterior_means(model, run.images(data, "test"), labels=data.test_labels)  # [M, K]
         info = {
             **self.gmm.info,
             "components": self.gmm.components,

@@ -51,9 +51,13 @@ class BatchSource:
     float a batch at a time), or a ``data.NpyRows`` larger than memory (read a batch at a time).
     ``binarize``: "static" draws the whole set once (``data.BINARIZE_SEED``), "dynamic" a fresh
     Bernoulli draw of every batch from the global RNG, drawn for the whole global batch.
+    ``labels`` [N]: the images' labels, given for a model conditioned on them (``take_labels``).
     """
 
-    def __init__(self, images: Any, batch_size: int, *, seed: int, binarize_mode: str, device: torch.device, world: int = 1):
+    def __init__(
+        self, images: Any, batch_size: int, *, seed: int, binarize_mode: str, device: torch.device, world: int = 1,
+        labels: Tensor | None = None,
+    ):
         self.seed, self.binarize, self.device = seed, binarize_mode, device
         self.streamed = isinstance(images, NpyRows)
         if self.streamed:
@@ -72,6 +76,10 @@ class BatchSource:
             per_rank = f" (global batch {self.batch_size} = batch_size x {world} processes)" if world > 1 else ""
             raise ValueError(f"batch_size={batch_size}{per_rank} is larger than the {self.n_images} training images")
         self.steps_per_epoch = math.ceil(self.n_images / self.batch_size)
+        # the images' labels [N] on the device, for a model conditioned on them (``take_labels``); None: not needed
+        if labels is not None and (not isinstance(labels, Tensor) or labels.shape != (self.n_images,)):
+            raise ValueError(f"labels must be a tensor [N={self.n_images}] (one per image), got {getattr(labels, 'shape', type(labels).__name__)}")
+        self.labels = None if labels is None else labels.to(device=device, dtype=torch.long)
 
     def order(self, epoch: int) -> Tensor:
         """Epoch ``epoch``'s order of the images [N]: it depends only on (seed, epoch)."""
@@ -90,6 +98,10 @@ class BatchSource:
         if self.binarize == "dynamic":  # a fresh binary image each time, drawn for the whole global batch
             return shard.draw(lambda b: torch.bernoulli(self.rows(idx)))
         return self.rows(shard.take(idx))
+
+    def take_labels(self, idx: Tensor, shard: BatchShard) -> Tensor | None:
+        """This process's labels of the global batch ``idx`` (the same slice as ``take``'s images), or None without labels."""
+        return None if self.labels is None else self.labels.index_select(0, shard.take(idx))
 
     def rows(self, idx: Tensor) -> Tensor:
         """Images ``idx`` as float32 in [0, 1] on the device (read from disk when streamed)."""

@@ -31,6 +31,7 @@ def fit(
     resume: TrainState | None = None,
     log_every: int = 10,
     callbacks: Sequence[Any] = (),
+    labels: Tensor | None = None,
 ) -> FitResult:
     """Train ``model`` on ``images`` [N, C, H, W] as ``cfg`` says; the model and data follow cfg.device.
 
@@ -64,6 +65,9 @@ def fit(
     autocast, "auto" does so only where the device computes bf16 natively; the objective's
     terms, the gradients, Adam's state and the weights are float32 in every mode.
 
+    ``labels`` [N]: the images' labels, for a conditional model (``vaekit.conditions``) made from them: each
+    step holds the condition of its images (and every process its shard's) while the objective runs.
+
     A NaN or Inf loss or gradient raises ``NonFiniteError`` naming the epoch, step and
     quantity, unless ``cfg.skip_nonfinite``, which skips the batch and counts it.
 
@@ -82,4 +86,4 @@ def fit(
         every.append(EpochEndFunction(on_epoch_end))
     if on_checkpoint is not None:
         every.append(Checkpoints(on_checkpoint, cfg.checkpoint_every))
-    return TrainLoop(model, images, cfg, callbacks=every, resume=resume, log_every=log_every).run()
+    return TrainLoop(model, images, cfg, callbacks=every, resume=resume, log_every=log_every, labels=labels).run()

@@ -55,11 +55,15 @@ class TrainLoop:
 
     def __init__(
         self, model: Any, images: Any, cfg: Any, *, callbacks: Sequence[Any] = (), resume: TrainState | None = None,
-        log_every: int = 10, clock: Clock | None = None,
+        log_every: int = 10, clock: Clock | None = None, labels: Tensor | None = None,
     ):
         self.cfg, self.model, self.callbacks = cfg, model, list(callbacks)
+        condition = getattr(model, "condition", None)  # a conditional model (vaekit.conditions)
+        if condition is not None and condition.needs_labels and labels is None:
+            raise ValueError(f"the model's {condition.describe()} is made from the images' labels; pass labels [N] to fit")
         self.rt = rt = Runtime.start(cfg)
-        self.data = BatchSource(images, cfg.batch_size, seed=cfg.seed, binarize_mode=cfg.binarize, device=rt.device, world=rt.world)
+        self.data = BatchSource(images, cfg.batch_size, seed=cfg.seed, binarize_mode=cfg.binarize, device=rt.device, world=rt.world,
+                                labels=labels if condition is not None else None)
         rt.check_resumable(resume)
         self.step_fn, self.objective = rt.prepare(model, cfg)
         self.opt = make_adam(model, cfg.lr, rt.device)
@@ -122,7 +126,7 @@ class TrainLoop:
         self.lr.apply(self.opt, pos.step, self.stop.fraction(pos.step))
         shard = self.rt.shard(len(idx))  # this process's slice of the global batch
         x = self.data.take(idx, shard)  # [B_local, C, H, W]
-        terms, loss = self.forward_backward(x, shard)
+        terms, loss = self.forward_backward(x, shard, self.data.take_labels(idx, shard))
         scale = world / shard.size  # x local sum = this process's part of the global batch's mean
         extras = terms.extra or {}
         sums = self.agree([
@@ -149,15 +153,16 @@ class TrainLoop:
         self.history.record(pos.step, elbo_g, -loss_g, {k: sums[3 + j].float() / world for j, k in enumerate(extras)})
         pos.step += 1
 
-    def forward_backward(self, x: Tensor, shard: Any) -> tuple[Any, Tensor]:
-        """The objective's per-image terms on this process's images, and the gradient of the global batch's mean loss."""
+    def forward_backward(self, x: Tensor, shard: Any, labels: Tensor | None = None) -> tuple[Any, Tensor]:
+        """The objective's per-image terms on this process's images (and their labels [B_local], for a conditional
+        model), and the gradient of the global batch's mean loss."""
         cfg, k, device = self.cfg, self.model.latent_dim, self.rt.device
         # the samples of z: noise drawn for the whole global batch, this process keeping its slice
         eps = shard.draw(lambda b: torch.empty((self.objective.samples, b, k), device=device).normal_(), dim=1)  # [N, B, K]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.rt.autocast_dtype is not None):
             terms = self.step_fn(
                 x, beta=kl_beta(cfg, self.pos.step), calibrated=cfg.calibrated, eps=eps, batch_mean=shard.mean,
-                dataset_size=self.data.n_images,
+                dataset_size=self.data.n_images, **({} if labels is None else {"labels": labels}),
             )
         # DDP averages gradients over processes: world / B_global x local sum gives the global batch's mean
         loss = terms.loss.float().sum() / shard.size * self.rt.world

@@ -46,18 +46,22 @@ class Monitor(Callback):
 
     Before the last epoch a cheaper estimate (``cfg.monitor_images``, a fixed subset, and
     ``cfg.monitor_samples`` samples of z); the last row is the full evaluation (``cfg.eval_samples``).
-    A data-parallel run evaluates on every process, each its share (``sharded``).
+    A data-parallel run evaluates on every process, each its share (``sharded``). A conditional model is
+    measured given each test image's condition (``test_labels`` [M]).
     """
 
-    def __init__(self, model: Any, cfg: Any, test_images: Any, rows: list[dict[str, Any]]):
+    def __init__(self, model: Any, cfg: Any, test_images: Any, rows: list[dict[str, Any]], test_labels: Any = None):
         self.model, self.cfg, self.test_images, self.rows = model, cfg, test_images, rows
+        self.test_labels = test_labels
 
     def on_epoch_end(self, loop: Any, epoch: int, stats: dict[str, Any]) -> None:
         cfg, model = self.cfg, self.model
         final = bool(stats.get("final", True))
         images = self.test_images if final else monitor_subset(self.test_images, cfg.monitor_images)
+        labels = self.test_labels if final or self.test_labels is None else monitor_subset(self.test_labels, cfg.monitor_images)
         n_samples = cfg.eval_samples if final else cfg.monitor_samples
-        test = evaluate_elbo(model, images, n_samples=n_samples, seed=cfg.seed, sharded=True, autocast_dtype=loop.rt.autocast_dtype)
+        test = evaluate_elbo(model, images, n_samples=n_samples, seed=cfg.seed, sharded=True, autocast_dtype=loop.rt.autocast_dtype,
+                             labels=labels)
         row = {
             "epoch": epoch + 1,
             "steps": stats["steps"],
@@ -103,6 +107,9 @@ class TensorBoard(Callback):
         for key in (*TENSORBOARD_SCALARS, *extras):
             if row.get(key) is not None:
                 writer.add_scalar(f"elbo/{key}" if "elbo" in key else f"terms/{key}", row[key], step)
+        if getattr(self.model, "condition", None) is not None:  # a conditional model's samples need a condition
+            writer.flush()
+            return
         with seeded_rng(self.seed, next(self.model.parameters()).device):
             images = generate_images(self.model, n_images=64).clamp(0, 1).cpu()  # [64, C, H, W]
         grid = image_grid(images)  # [H', W'] grey or [H', W', 3] colour

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed
+from ..conditioning import given
 from ..config import resolve_device, resolve_precision
 from ..model import VAE
 from ..objectives import Objective, Terms, make_objective
@@ -69,15 +70,17 @@ def restore_optimizer(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None
 
 class TrainingModule(nn.Module):
     """A model and its objective as one module whose forward returns the per-image terms,
-    so that DistributedDataParallel (which syncs the gradients of a forward) needs nothing more."""
+    so that DistributedDataParallel (which syncs the gradients of a forward) needs nothing more.
+    A conditional model (``vaekit.conditions``) holds the condition of this process's images during it."""
 
     def __init__(self, model: VAE, objective: Objective):
         super().__init__()
         self.model = model
         self.objective = objective
 
-    def forward(self, x: Tensor, **kwargs: Any) -> Terms:
-        return self.objective(self.model, x, **kwargs)
+    def forward(self, x: Tensor, labels: Tensor | None = None, **kwargs: Any) -> Terms:
+        with given(self.model, x, labels):  # no-op for an unconditional model
+            return self.objective(self.model, x, **kwargs)
 
 
 @dataclass
