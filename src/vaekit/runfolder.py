@@ -23,19 +23,22 @@ writes metrics.jsonl, and rebuilds the run's model and dataset.
 from __future__ import annotations
 
 import json
+import platform
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_weights, read_json
-from .config import DataConfig, ModelConfig, TrainConfig, config_from_dict, resolve_device, validate
+from . import __version__
+from .checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, load_weights, read_json
+from .config import DataConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
 from .data import ImageData, NpyRows, binarize, load_dataset, resident_limit_bytes
 from .model import VAE, build_model
-from .registry import load_plugins
+from .registry import load_plugins, loaded_plugins
 
 __all__ = [
-    "RunFolder", "load_run", "split_images", "training_images", "read_metrics", "CONFIG", "MODEL", "METRICS", "REPORT",
+    "RunFolder", "run_meta", "load_run", "split_images", "training_images", "read_metrics", "CONFIG", "MODEL", "METRICS", "REPORT",
     "FIGURES", "RUN_FILES", "CHECKPOINT",
 ]
 
@@ -126,6 +129,12 @@ class RunFolder:
         dist = self.meta.get("distributed")
         value = dist.get("global_batch_size") if isinstance(dist, dict) else None
         return value if isinstance(value, int) and value > 0 else None
+
+    def batch_elbos(self) -> list[float] | None:
+        """The per-step train ELBO of the run's checkpoint (the training curve's steps), or None without one."""
+        if not (self.path / CHECKPOINT).exists():
+            return None
+        return load_checkpoint(self.path)[1].elbos.tolist()
 
     def load_plugins(self) -> None:
         """Import the plugin files the run was trained with (config.json's "plugins"), so that their parts are known."""
@@ -252,3 +261,33 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         shown = ", ".join(str(n) for n in bad[:10]) + (", …" if len(bad) > 10 else "")
         problems.append(f"{path.name}: skipped {len(bad)} malformed line{'s' if len(bad) > 1 else ''} (line {shown}).")
     return rows, problems
+
+
+def run_meta(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data: ImageData, device: torch.device,
+    precision: tuple[str, str], notes: list[str],
+) -> dict[str, Any]:
+    """What config.json holds for a new run: the configs, the dataset, device, precision (used, why), versions, the
+    plugin files its parts came from, the time and notes."""
+    image_shape = list(data.train_uint8.shape[1:])  # [C, H, W]
+    meta = {
+        "vaekit_version": __version__,
+        "model": config_to_dict(model_cfg),
+        "train": config_to_dict(train_cfg),
+        "data_config": config_to_dict(data_cfg),
+        "data": {
+            "name": data.name, "image_size": image_shape[-1], "image_shape": image_shape,
+            "train_images": len(data.train_uint8), "test_images": len(data.test_uint8),
+            "info": data.info.to_dict(),
+        },
+        "device": str(device),
+        "precision": {"used": precision[0], "reason": precision[1]},
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if loaded_plugins():  # parts from plugin files: loading the run imports them again
+        meta["plugins"] = loaded_plugins()
+    if notes:
+        meta["notes"] = list(notes)
+    return meta

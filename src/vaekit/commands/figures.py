@@ -11,13 +11,13 @@ import contextlib
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from ..checkpoint import CHECKPOINT, load_checkpoint
 from ..config import TrainConfig
 from ..data import ImageData, to_float
 from ..evaluation import seeded_rng
@@ -27,23 +27,49 @@ from ..plots import plot_elbo_curve, plot_interpolations, plot_latent_map, plot_
 from ..runfolder import RunFolder, split_images
 from .report import report_run
 
-__all__ = ["write_run_figures", "figures_run", "draw_samples", "FigureSkipped"]
+__all__ = ["write_run_figures", "write_figures_and_report", "figures_run", "draw_samples", "InterimFigures", "FigureSkipped"]
 
 
 def figures_run(run_dir: str | Path, device: str = "cpu") -> list[Path]:
     """(Re)draw a finished run's figures and report from its files; returns the paths written."""
     run = RunFolder(run_dir)
     model = run.load_model(device)
-    data = run.load_data()
-    batch_elbos = None
-    if (run / CHECKPOINT).exists():
-        _, state, _ = load_checkpoint(run.path)
-        batch_elbos = state.elbos.tolist()
     rows = [r for r in run.metrics() if "steps" in r and "train_elbo" in r]  # the curve's points
-    notes: list[str] = []
-    written = write_run_figures(model, data, run.train_config(), run.path, rows, batch_elbos, global_batch=run.global_batch(), notes=notes)
-    written.append(report_run(run.path, model=model, data=data, notes=notes))
+    written, _ = write_figures_and_report(
+        model, run.load_data(), run.train_config(), run.path, rows, run.batch_elbos(), global_batch=run.global_batch(),
+    )
     return written
+
+
+def write_figures_and_report(
+    model: VAE, data: ImageData, train_cfg: TrainConfig, out: Path, rows: list[dict[str, Any]], batch_elbos: list[float] | None,
+    global_batch: int | None = None,
+) -> tuple[list[Path], dict[str, float]]:
+    """``write_run_figures``, then the report with the notes of the figures skipped; returns the paths written and
+    the seconds each took ({"figures": s, "report": s})."""
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    written = write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch, notes=notes)
+    t1 = time.perf_counter()
+    written.append(report_run(out, model=model, data=data, notes=notes))
+    return written, {"figures": t1 - t0, "report": time.perf_counter() - t1}
+
+
+class InterimFigures:
+    """After every epoch but the last, samples.png and report.html with what there is so far, so that a
+    newcomer has something to open within the first minutes (the last epoch's are drawn with the rest)."""
+
+    def __init__(self, run: RunFolder, model: Any, data: ImageData, seed: int, rows: list[dict[str, Any]]):
+        self.run, self.model, self.data, self.seed, self.rows = run, model, data, seed, rows
+
+    def on_epoch_end(self, loop: Any, epoch: int, stats: dict[str, Any]) -> None:
+        if stats.get("final", True):
+            return
+        notes: list[str] = []
+        self.run.write_metrics(self.rows)  # the report reads them (the epoch's checkpoint writes them again)
+        draw_samples(self.model, self.seed, self.run / "samples.png", notes, self.run.images(self.data, "test"), self.data.test_labels)
+        report_run(self.run.path, model=self.model, data=self.data, notes=notes)
+
 
 
 def write_run_figures(

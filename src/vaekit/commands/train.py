@@ -8,25 +8,19 @@ be on a filesystem they share).
 from __future__ import annotations
 
 import contextlib
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .. import __version__, distributed
+from .. import distributed
 from ..checkpoint import CHECKPOINT, CheckpointError, RunLock, TrainState, load_checkpoint, remove_stale_temp_files, save_checkpoint
-from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict, resolve_device, resolve_precision, validate
-from ..data import ImageData, check_min_images, load_dataset
+from ..config import DataConfig, ModelConfig, TrainConfig, resolve_device, resolve_precision, validate
+from ..data import check_min_images, load_dataset
 from ..model import build_model, describe_model
-from ..registry import loaded_plugins
-from ..runfolder import RUN_FILES, RunFolder, split_images, training_images
-from ..train import fit, set_seed
-from ..train.monitor import Monitor, TensorBoard
-from .figures import draw_samples, write_run_figures
-from .report import report_run
+from ..runfolder import RUN_FILES, RunFolder, run_meta, split_images, training_images
+from ..train import Monitor, TensorBoard, fit, set_seed
+from .figures import InterimFigures, write_figures_and_report
 
 __all__ = ["train_run", "fit_batch_to_data"]
 
@@ -180,7 +174,7 @@ def _train_run(
         except RuntimeError as e:
             raise CheckpointError(f"{out / CHECKPOINT}: the model weights do not fit config.json: {e}") from None
     else:
-        meta = _run_meta(model_cfg, train_cfg, data_cfg, data, train_device, (precision, why), notes)
+        meta = run_meta(model_cfg, train_cfg, data_cfg, data, train_device, (precision, why), notes)
         if dist_info is not None:
             meta["distributed"] = {"world_size": world, "backend": dist_info.backend, "global_batch_size": global_batch}
         if main:
@@ -211,15 +205,11 @@ def _train_run(
         tensorboard.close()
     if not main:
         return out
-    figure_notes: list[str] = []  # the model and metrics are saved; no figure may keep the report from being written
-    t_figures = time.perf_counter()
-    write_run_figures(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch, notes=figure_notes)
-    t_report = time.perf_counter()
-    report_run(out, model=model, data=data, notes=figure_notes)
-    t_end = time.perf_counter()
+    # the model and metrics are saved; no figure may keep the report from being written
+    _, seconds = write_figures_and_report(model, data, train_cfg, out, rows, batch_elbos, global_batch=global_batch)
     extra = (monitor.seconds + (interim.seconds if interim else 0.0))
     print(f"time: training {t_fit - extra:.0f} s, test ELBO each epoch {monitor.seconds:.0f} s, samples and report after each "
-          f"epoch {interim.seconds if interim else 0.0:.0f} s, figures {t_report - t_figures:.0f} s, report {t_end - t_report:.0f} s",
+          f"epoch {interim.seconds if interim else 0.0:.0f} s, figures {seconds['figures']:.0f} s, report {seconds['report']:.0f} s",
           flush=True)
     return out
 
@@ -234,48 +224,3 @@ class Timed:
         t0 = time.perf_counter()
         self.callback.on_epoch_end(loop, epoch, stats)
         self.seconds += time.perf_counter() - t0
-
-
-class InterimFigures:
-    """After every epoch but the last, samples.png and report.html with what there is so far, so that a
-    newcomer has something to open within the first minutes (the last epoch's are drawn with the rest)."""
-
-    def __init__(self, run: RunFolder, model: Any, data: ImageData, seed: int, rows: list[dict[str, Any]]):
-        self.run, self.model, self.data, self.seed, self.rows = run, model, data, seed, rows
-
-    def on_epoch_end(self, loop: Any, epoch: int, stats: dict[str, Any]) -> None:
-        if stats.get("final", True):
-            return
-        notes: list[str] = []
-        self.run.write_metrics(self.rows)  # the report reads them (the epoch's checkpoint writes them again)
-        draw_samples(self.model, self.seed, self.run / "samples.png", notes, self.run.images(self.data, "test"), self.data.test_labels)
-        report_run(self.run.path, model=self.model, data=self.data, notes=notes)
-
-
-def _run_meta(
-    model_cfg: ModelConfig, train_cfg: TrainConfig, data_cfg: DataConfig, data: ImageData, device: torch.device,
-    precision: tuple[str, str], notes: list[str],
-) -> dict[str, Any]:
-    """What config.json holds: the configs, the dataset, device, precision (used, why), versions, time and notes."""
-    image_shape = list(data.train_uint8.shape[1:])  # [C, H, W]
-    meta = {
-        "vaekit_version": __version__,
-        "model": config_to_dict(model_cfg),
-        "train": config_to_dict(train_cfg),
-        "data_config": config_to_dict(data_cfg),
-        "data": {
-            "name": data.name, "image_size": image_shape[-1], "image_shape": image_shape,
-            "train_images": len(data.train_uint8), "test_images": len(data.test_uint8),
-            "info": data.info.to_dict(),
-        },
-        "device": str(device),
-        "precision": {"used": precision[0], "reason": precision[1]},
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if loaded_plugins():  # parts from plugin files: loading the run imports them again
-        meta["plugins"] = loaded_plugins()
-    if notes:
-        meta["notes"] = list(notes)
-    return meta

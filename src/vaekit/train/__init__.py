@@ -28,11 +28,12 @@ from .batches import as_image_tensor
 from .fitting import fit
 from .guard import NonFiniteError
 from .loop import FitResult, TrainLoop
+from .monitor import Monitor, TensorBoard
 from .runtime import TrainingModule, configure_threads, set_seed
 from .schedules import kl_beta, lr_factor, lr_warmup_factor
 from .stop import TrainingInterrupted
 
 __all__ = [
-    "train_vae", "fit", "FitResult", "TrainLoop", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
+    "train_vae", "fit", "FitResult", "TrainLoop", "Monitor", "TensorBoard", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
     "set_seed", "as_image_tensor", "configure_threads", "kl_beta", "lr_factor", "lr_warmup_factor",
 ]
