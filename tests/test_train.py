@@ -225,7 +225,7 @@ def test_every_public_name_is_importable_from_vaekit_train_and_train_vae_keeps_i
     import vaekit.train as train
 
     names = {"fit", "train_vae", "FitResult", "TrainLoop", "TrainingModule", "NonFiniteError", "TrainingInterrupted",
-             "set_seed", "configure_threads", "as_image_tensor", "kl_beta", "lr_factor", "lr_warmup_factor"}
+             "set_seed", "configure_threads", "as_image_tensor", "kl_beta", "lr_factor", "lr_warmup_factor", "Monitor", "TensorBoard"}
     assert set(train.__all__) == names
     for name in names:
         assert getattr(train, name).__name__ == name, name
