@@ -54,6 +54,18 @@ def readme_runs(tiny_dataset_dir, tmp_path_factory):
     return folder, outputs
 
 
+def test_every_class_as_npy_says_how_many_images_it_wrote(tiny_dataset_dir, tmp_path):
+    from vaekit.cli import main
+
+    run = tmp_path / "cvae"
+    assert main(["train", "--dataset", str(tiny_dataset_dir), "--condition", "label", "--arch", "mlp", "--hidden", "8", "--latent-dim", "2",
+                 "--max-steps", "1", "--epochs", "1", "--eval-samples", "1", "--device", "cpu", "--no-progress", "--out", str(run)]) == 0
+    p = run_vaekit("sample", str(run), "--n", "25", "--out", str(tmp_path / "all.npy"))
+    assert p.returncode == 0, p.stderr
+    assert np.load(tmp_path / "all.npy").shape == (20, 1, 28, 28)  # 10 classes x 25 // 10 draws of z
+    assert "20 images from the prior sampler" in p.stdout
+
+
 @pytest.mark.slow  # seven vaekit processes, two of them training: ~1 min on the 2-core CPU
 def test_the_label_run_trains_samples_a_class_and_every_class(readme_runs):
     folder, _ = readme_runs

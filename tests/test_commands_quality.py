@@ -127,3 +127,23 @@ def test_a_test_set_too_small_for_prdc_is_refused_before_the_evaluation(tmp_path
     assert main(["eval", str(tmp_path / "run"), *CHEAP_EVAL, "--generate", "10"]) == 2
     assert "error: the test split of " in (err := capsys.readouterr().err) and "has 5 images; sample quality needs at least 6" in err
     assert not (tmp_path / "run" / "eval_test.json").exists()
+
+
+def test_a_sampler_that_cannot_draw_for_the_model_and_a_conditional_model_are_refused_before_the_evaluation(
+    run, tiny_dataset_dir, tmp_path, capsys, monkeypatch,
+):
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the evaluation ran before the sample-quality request was checked")
+
+    monkeypatch.setattr("vaekit.commands.evaluate.evaluate", no_evaluation)
+    monkeypatch.delenv("VAEKIT_DEBUG", raising=False)
+    assert main(["eval", str(run.path), *CHEAP_EVAL, "--generate", "10", "--sampler", "vq-prior"]) == 2
+    assert "sampler vq-prior needs a VQ-VAE run" in capsys.readouterr().err
+    conditional = tmp_path / "cvae"
+    assert main(["train", "--dataset", str(tiny_dataset_dir), "--condition", "label", "--arch", "mlp", "--hidden", "8", "--latent-dim", "2",
+                 "--max-steps", "1", "--epochs", "1", "--eval-samples", "1", "--device", "cpu", "--no-progress", "--out", str(conditional)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(conditional), *CHEAP_EVAL, "--generate", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "sample quality measures a model's unconditional samples" in err and "condition label" in err
+    assert not (run / "eval_test.json").exists() and not (conditional / "eval_test.json").exists()

@@ -226,6 +226,23 @@ def test_overwrite_removes_an_older_runs_checkpoint_before_training(tiny_dataset
     assert "nothing to resume" in capsys.readouterr().err
 
 
+def test_overwrite_removes_what_was_derived_from_the_older_model_and_nothing_else(tiny_dataset_dir, tmp_path, capsys):
+    from vaekit.cli import main
+    from vaekit.runfolder import DERIVED_FILES
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in (*DERIVED_FILES, "samples_gmm.png", "samples_seed3.png"):
+        (out / name).write_bytes(b"the older model's")
+    (out / "my_notes.txt").write_text("the user's own file")
+    args = ["train", "--dataset", str(tiny_dataset_dir), "--out", str(out), "--overwrite", "--max-steps", "1", "--epochs", "1",
+            "--num-filters", "4", "--eval-samples", "1", "--no-progress"]
+    assert main(args) == 0
+    assert f"--overwrite removed {len(DERIVED_FILES) + 2} files derived from the older model" in capsys.readouterr().out
+    assert not any((out / n).exists() for n in (*DERIVED_FILES, "samples_gmm.png", "samples_seed3.png"))
+    assert (out / "my_notes.txt").read_text() == "the user's own file" and (out / "report.html").exists()
+
+
 def test_a_png_export_of_mnist_trains_exactly_like_the_idx_files(tmp_path, tiny_dataset_dir, mnist):
     """The README's worked example: MNIST exported as PNGs in the IDX order trains to the same weights and test ELBO."""
     from vaekit.data import export_png

@@ -28,3 +28,22 @@ def test_prepare_fits_on_the_training_means_keeps_the_mixture_and_samples_it(uni
     mtime = (run / GMM_FILE).stat().st_mtime_ns
     GMMSampler(GMMSampler.Options(components=2)).prepare(run, model, data)
     assert (run / GMM_FILE).stat().st_mtime_ns == mtime and saved_gmm(run).components == 2
+
+
+def test_a_mixture_fitted_to_other_weights_is_refitted(uninterrupted, tmp_path):
+    shutil.copytree(uninterrupted, tmp_path / "run")
+    run = RunFolder(tmp_path / "run")
+    model, data = run.load_model(), run.load_data()
+    GMMSampler(GMMSampler.Options(components=2)).prepare(run, model, data)
+    assert saved_gmm(run).info["model_sha256"] == run.weights_digest() is not None
+    with torch.no_grad():  # the run's model trained again (train --overwrite): other weights in model.safetensors
+        for p in model.parameters():
+            p.add_(0.01)
+    from vaekit.checkpoint import save_weights
+
+    save_weights(run / "model.safetensors", model.state_dict())
+    sampler = GMMSampler(GMMSampler.Options(components=2))
+    sampler.prepare(run, model, data)
+    ref = fit_gmm(posterior_means(model, run.images(data, "train")), components=2, seed=0)
+    torch.testing.assert_close(sampler.gmm.means, ref.means)  # the new model's means, not the old mixture
+    assert saved_gmm(run).info["model_sha256"] == run.weights_digest()

@@ -449,9 +449,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.sampler == "vq-prior":
         _print_vq_prior(Path(args.run_dir))
     if path.suffix.lower() == ".npy":
+        import numpy as np
+
         from .generated import QUANTIZATION
 
-        print(f"{args.n} images from the {args.sampler} sampler (seed {args.seed}) as {QUANTIZATION}")
+        count = np.load(path, mmap_mode="r").shape[0]  # a conditional run without --label: every class x (n // classes)
+        print(f"{count} images from the {args.sampler} sampler (seed {args.seed}) as {QUANTIZATION}")
     print(f"wrote {path}")
     return 0
 

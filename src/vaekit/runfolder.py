@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, load_weights, read_json
+from .checkpoint import CHECKPOINT, DIGEST_KEY, CheckpointError, atomic_write_text, load_checkpoint, load_weights, read_json
 from .config import DataConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict, resolve_device, validate
 from .data import ImageData, NpyRows, binarize, load_dataset, resident_limit_bytes
 from .model import VAE, build_model
@@ -39,7 +39,7 @@ from .registry import load_plugins, loaded_plugins
 
 __all__ = [
     "RunFolder", "run_meta", "load_run", "split_images", "training_images", "read_metrics", "CONFIG", "MODEL", "METRICS", "REPORT",
-    "FIGURES", "RUN_FILES", "CHECKPOINT",
+    "FIGURES", "RUN_FILES", "DERIVED_FILES", "CHECKPOINT",
 ]
 
 CONFIG = "config.json"
@@ -49,6 +49,11 @@ REPORT = "report.html"
 FIGURES = ("elbo_curve.png", "samples.png", "reconstructions.png", "latent_map.png", "latent_scatter.png", "interpolations.png")
 #: what training writes in a run folder
 RUN_FILES = (CONFIG, MODEL, METRICS, *FIGURES, REPORT, CHECKPOINT)
+#: what the other commands derive from a trained model (eval, sample, a sampler's fit, a conditional model's figures);
+#: ``train --overwrite`` removes them with the old model, so that no report shows another model's numbers
+DERIVED_FILES = ("eval_test.json", "eval_train.json", "sample_quality.json", "gmm.safetensors", "gmm.json",
+                 "vq_prior.safetensors", "vq_prior.json", "class_grid.png", "completions.png")
+DERIVED_PATTERNS = ("samples_*.png",)  # vaekit sample's default files
 
 
 class RunFolder:
@@ -129,6 +134,23 @@ class RunFolder:
         dist = self.meta.get("distributed")
         value = dist.get("global_batch_size") if isinstance(dist, dict) else None
         return value if isinstance(value, int) and value > 0 else None
+
+    def weights_digest(self) -> str | None:
+        """The SHA-256 stored in model.safetensors (of its tensors' bytes): which trained weights a fit was made
+        for; None if the file is missing, unreadable or has none."""
+        try:
+            return load_weights(self.path / MODEL)[1].get(DIGEST_KEY)
+        except CheckpointError:
+            return None
+
+    def remove_derived_files(self) -> list[Path]:
+        """Remove what other commands derived from the folder's old model (``DERIVED_FILES``, ``DERIVED_PATTERNS``),
+        nothing else; returns the paths removed."""
+        found = [self.path / n for n in DERIVED_FILES] + [p for pattern in DERIVED_PATTERNS for p in self.path.glob(pattern)]
+        removed = [p for p in found if p.is_file()]
+        for p in removed:
+            p.unlink()
+        return removed
 
     def batch_elbos(self) -> list[float] | None:
         """The per-step train ELBO of the run's checkpoint (the training curve's steps), or None without one."""

@@ -62,6 +62,8 @@ def eval_run(
         model.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
     data = run.load_data()
     meter = QualityMeter(run, data=data, progress=progress) if generate is not None else None  # its problems before the long part
+    if meter is not None:
+        meter.sampler(sampler, sampler_options)  # a sampler that cannot draw for this model, too
     images = run.images(data, split)
     images = images[:limit] if limit is not None else images
     condition = getattr(model, "condition", None)  # a conditional model: each image's c, from it and its label

@@ -66,10 +66,20 @@ class QualityMeter:
         self.model = self.run.load_model("cpu")  # where vaekit sample draws: the same codes, the same images
         self.data = self.run.load_data() if data is None else data
         self.extractor = load_extractor(self.data, progress=progress) if extractor is None else extractor
+        if getattr(self.model, "condition", None) is not None:
+            raise ValueError(f"sample quality measures a model's unconditional samples; the run in {self.run.path} is conditional "
+                             f"({self.model.condition.describe()}): draw a class with vaekit sample --label NAME --out FILE.npy instead")
         test = self.data.test_uint8  # [M, C, H, W] uint8, as stored
         if len(test) < PRDC_K + 1:
             raise ValueError(f"the test split of {self.data.name} has {len(test)} images; sample quality needs at least {PRDC_K + 1}")
         self.real = self.extractor.features(test) if real is None else real  # [M, 128]
+
+    def sampler(self, sampler: str = "prior", options: dict[str, Any] | None = None) -> Any:
+        """The sampler, checked against the run's model: ValueError (one line) if it cannot draw for it."""
+        part = make_sampler(sampler, options)
+        if (why := part.refusal(self.model)) is not None:
+            raise ValueError(why)
+        return part
 
     @property
     def fd_name(self) -> str:
@@ -83,7 +93,7 @@ class QualityMeter:
     def measure(self, sampler: str = "prior", options: dict[str, Any] | None = None, n: int = 10_000, seed: int = 0) -> dict[str, Any]:
         """Prepare ``sampler`` (with ``options``) on the run, draw ``n`` images (``seed``) and measure them: an ENTRY."""
         check_generate(n, "n")
-        part = make_sampler(sampler, options)
+        part = self.sampler(sampler, options)
         t0 = time.perf_counter()
         fit = part.prepare(self.run, self.model, self.data)
         figures = self.figures(draw_uint8(self.model, part, n, seed))

@@ -164,6 +164,10 @@ def _train_run(
             _make_out_dir(out)
             _lock_run_folder(out, stack)  # before anything in the folder changes
             (out / CHECKPOINT).unlink(missing_ok=True)  # --overwrite: never resume an older run's state
+            removed = RunFolder(out).remove_derived_files()  # nor show the older model's evaluations and samples
+            if removed:
+                print(f"note: --overwrite removed {len(removed)} file{'s' * (len(removed) > 1)} derived from the older model in {out} "
+                      f"({', '.join(p.name for p in removed[:4])}{', ...' if len(removed) > 4 else ''})", flush=True)
 
         distributed.run_on_main(make_out_dir)
     test_images = split_images(data, train_cfg, "test")

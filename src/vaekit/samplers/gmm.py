@@ -35,15 +35,18 @@ class GMMSampler(Sampler):
         self.gmm: GMM | None = None
 
     def prepare(self, run: Any, model: Any, data: Any = None) -> dict[str, Any]:
-        """Reuse RUN_DIR/gmm.safetensors when it has this many components, else fit one (seed 0) on the training
-        set's posterior means and save it; write RUN_DIR/gmm.json: the mean log-density (nats per point) of the
-        **test** set's posterior means under the mixture and under N(0, I)."""
+        """Reuse RUN_DIR/gmm.safetensors when it has this many components and was fitted to this model's weights
+        (their SHA-256, kept in its info), else fit one (seed 0) on the training set's posterior means and save it;
+        write RUN_DIR/gmm.json: the mean log-density (nats per point) of the **test** set's posterior means under the
+        mixture and under N(0, I)."""
         components = self.options.components
+        digest = run.weights_digest()
         self.gmm = None
         if (run / GMM_FILE).exists():
             try:
                 old = load_gmm(run / GMM_FILE)
-                if old.components == components and old.dim == getattr(model, "K", model.latent_dim):
+                if (old.components == components and old.dim == getattr(model, "K", model.latent_dim)
+                        and old.info.get("model_sha256") == digest):
                     self.gmm = old
             except CheckpointError:
                 self.gmm = None  # refit and overwrite
@@ -51,6 +54,7 @@ class GMMSampler(Sampler):
         if self.gmm is None:
             train_means = posterior_means(model, run.images(data, "train"), labels=data.train_labels)  # [N, K] (E[z|x, c])
             self.gmm = fit_gmm(train_means, components=components, seed=GMM_FIT_SEED)
+            self.gmm.info["model_sha256"] = digest
             save_gmm(run / GMM_FILE, self.gmm)
         test_means = posterior_means(model, run.images(data, "test"), labels=data.test_labels)  # [M, K]
         info = {

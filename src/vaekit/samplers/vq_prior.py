@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoint import DIGEST_KEY, CheckpointError, load_weights
+from ..checkpoint import CheckpointError
 from ..codeprior import PRIOR_NETS, CodePrior, fit_code_prior, load_code_prior, make_code_prior, save_code_prior, vq_bits_per_dim
 from ..data import to_float
 from ..registry import option
@@ -27,14 +27,6 @@ from . import SAMPLERS, Sampler
 PRIOR_FILE = "vq_prior.safetensors"
 PRIOR_JSON = "vq_prior.json"
 SAMPLES_FILE = "samples_vq_prior.png"
-MODEL_FILE = "model.safetensors"
-
-
-def _model_digest(run: Any) -> str | None:
-    try:
-        return load_weights(run / MODEL_FILE)[1].get(DIGEST_KEY)
-    except CheckpointError:
-        return None
 
 
 def _vq_refusal(model: Any, what: str) -> str | None:
@@ -105,7 +97,7 @@ class VQPriorSampler(Sampler):
         and bits/dim, see the module docstring) and return it."""
         if (why := self.refusal(model)) is not None:
             raise ValueError(why)
-        settings = self.settings(model, _model_digest(run))
+        settings = self.settings(model, run.weights_digest())
         data = run.load_data() if data is None else data
         self.prior = self._saved(run, settings)
         if self.prior is None:
@@ -163,7 +155,7 @@ def saved_prior(run: Any, model: Any) -> CodePrior | None:
     except CheckpointError:
         return None
     fitted_to = (info.get("settings") or {}).get("model_sha256")
-    return prior if fitted_to is not None and fitted_to == _model_digest(run) else None
+    return prior if fitted_to is not None and fitted_to == run.weights_digest() else None
 
 
 def prior_bits_per_dim(run: Any, model: Any, images: Any, seed: int = 0) -> dict[str, Any]:
