@@ -246,7 +246,7 @@ def parse_args():
                     help="VampPrior rows: pseudo-inputs from N(0.05, 0.01) (noise) or the first training images (data)")
     ap.add_argument("--objective", default=None, choices=("elbo", "iwae", "dreg"), help="override the row's objective (probes)")
     ap.add_argument("--train-samples", type=int, default=None, help="with --objective: its samples of z per image (default: the row's)")
-    ap.add_argument("--pseudo-inputs", type=int, default=None, help="VampPrior rows: override the number of pseudo-inputs (default 100; Tomczak & Welling: 500)")
+    ap.add_argument("--pseudo-inputs", type=int, default=None, help="VampPrior rows: the number of pseudo-inputs (default 100; Tomczak & Welling: 500)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--core", type=int, default=None, help="run on this CPU core only (one torch thread)")
     ap.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),

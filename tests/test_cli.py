@@ -194,7 +194,7 @@ def test_a_bernoulli_diagonal_run_writes_every_figure_and_the_report(bernoulli_r
 def test_eval_json_numbers_and_file(bernoulli_run, capsys):
     capsys.readouterr()
     assert main(["eval", str(bernoulli_run), "--k", "7", "--limit", "10", "--samples", "3", "--json", "--no-progress",
-                 "--device", "cpu"]) == 0  # the device load_run puts the model on below: the same noise
+                 "--device", "cpu", "--precision", "fp32"]) == 0  # as load_run and evaluate below: the same device, noise and arithmetic
     r = json.loads(capsys.readouterr().out)
     assert r == json.loads((bernoulli_run / "eval_test.json").read_text())
     assert (r["split"], r["n_images"], r["k"], r["n_samples"], r["dims"]) == ("test", 10, 7, 3, 784)
