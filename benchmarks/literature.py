@@ -120,7 +120,7 @@ def train_config(name, args):
     recipe = recipe_of(name, args)
     objective, options = objective_of(name, args)
     return TrainConfig(
-        objective=objective, options=options, binarize="dynamic", calibrated=False, device="cpu", seed=args.seed,
+        objective=objective, options=options, binarize="dynamic", calibrated=False, device="cpu", seed=args.seed, precision=args.precision,
         time_budget=None if args.steps else args.minutes, max_steps=args.steps, epochs=100_000, **recipe,
     )
 
@@ -248,6 +248,8 @@ def parse_args():
     ap.add_argument("--train-samples", type=int, default=None, help="with --objective: its samples of z per image (default: the row's)")
     ap.add_argument("--pseudo-inputs", type=int, default=None, help="VampPrior rows: the number of pseudo-inputs (default 100; Tomczak & Welling: 500)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                    help="the networks' arithmetic in training (default fp32, as the rows recorded on 2026-11-26; auto picks bf16 on native-bf16 CPUs)")
     ap.add_argument("--core", type=int, default=None, help="run on this CPU core only (one torch thread)")
     ap.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
                     help="rows trained at once, each in its own process on one core (default 2, or 1 on one core)")
