@@ -69,7 +69,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args()
-    common = {"device": "cpu", "epochs": 1, "lr_schedule": "constant"}
+    common = {"device": "cpu", "epochs": 1, "lr_schedule": "constant", "precision": "fp32"}  # fp32: the same arithmetic in both
     recipes = {
         "assignment recipe (b256, N=10)": {"train": {**common, "batch_size": 256, "samples": 10, "lr": 1e-3, "calibrated": False}},
         "quick preset (b64, N=1)": {"train": {**common, "batch_size": 64, "samples": 1}},
