@@ -65,7 +65,7 @@ def model_config(args, quadrants: int) -> ModelConfig:
 def train_config(args) -> TrainConfig:
     return TrainConfig(dataset="mnist", binarize="dynamic", batch_size=args.batch_size, lr=args.lr, lr_schedule="anneal",
                        calibrated=False, time_budget=None if args.steps else args.minutes, max_steps=args.steps, epochs=100_000,
-                       device="cpu", seed=args.seed,
+                       device="cpu", seed=args.seed, precision=args.precision,
                        eval_samples=1, monitor_images=1000)
 
 
@@ -158,6 +158,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="the CVAE's training arithmetic (default fp32, as the baseline's; auto picks bf16 on native-bf16 CPUs)")
     p.add_argument("--out", type=Path, default=Path("runs/cvae-quadrants"), help="folder for the CVAE runs")
     args = p.parse_args()
     print(f"machine: {machine()}; {cpu_flags()}; load average {os.getloadavg()[0]:.1f} at the start")
