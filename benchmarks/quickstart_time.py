@@ -64,7 +64,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="vaekit-quickstart-"))
     clone = work / "vaekit"
     if clone.exists():
-        shutil.rmtree(clone)
+        sys.exit(f"{clone} exists; give --keep a folder without a vaekit/ in it (nothing is deleted)")
     subprocess.run(["git", "clone", "-q", str(args.repo), str(clone)], check=True)
     head = subprocess.run(["git", "-C", str(clone), "log", "-1", "--format=%h %s"], capture_output=True, text=True).stdout.strip()
     print(f"fresh clone of {args.repo} at {head[:90]}")

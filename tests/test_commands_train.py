@@ -235,12 +235,25 @@ def test_overwrite_removes_what_was_derived_from_the_older_model_and_nothing_els
     for name in (*DERIVED_FILES, "samples_gmm.png", "samples_seed3.png"):
         (out / name).write_bytes(b"the older model's")
     (out / "my_notes.txt").write_text("the user's own file")
+    (out / "config.json").write_text("{}")  # an older run's folder (without it the files would be the user's, left alone)
     args = ["train", "--dataset", str(tiny_dataset_dir), "--out", str(out), "--overwrite", "--max-steps", "1", "--epochs", "1",
             "--num-filters", "4", "--eval-samples", "1", "--no-progress"]
     assert main(args) == 0
     assert f"--overwrite removed {len(DERIVED_FILES) + 2} files derived from the older model" in capsys.readouterr().out
     assert not any((out / n).exists() for n in (*DERIVED_FILES, "samples_gmm.png", "samples_seed3.png"))
     assert (out / "my_notes.txt").read_text() == "the user's own file" and (out / "report.html").exists()
+
+
+def test_overwrite_of_a_folder_that_holds_no_run_removes_none_of_its_files(tiny_dataset_dir, tmp_path, capsys):
+    from vaekit.cli import main
+
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "samples_mine.png").write_bytes(b"the user's own picture")
+    assert main(["train", "--dataset", str(tiny_dataset_dir), "--out", str(out), "--overwrite", "--max-steps", "1", "--epochs", "1",
+                 "--num-filters", "4", "--eval-samples", "1", "--no-progress"]) == 0
+    assert (out / "samples_mine.png").read_bytes() == b"the user's own picture"
+    assert "--overwrite removed" not in capsys.readouterr().out
 
 
 def test_a_png_export_of_mnist_trains_exactly_like_the_idx_files(tmp_path, tiny_dataset_dir, mnist):

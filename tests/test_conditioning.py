@@ -147,7 +147,8 @@ def test_two_processes_train_a_conditional_model_as_one_process_with_the_same_gl
         write_idx(folder / f"{split}-images-idx3-ubyte", (images[:n, 0] * 255).round().numpy())
         write_idx(folder / f"{split}-labels-idx1-ubyte", labels[:n].numpy())
     common = ["-m", "vaekit", "train", "--dataset", str(folder), "--condition", "label", "--arch", "mlp", "--hidden", "16",
-              "--epochs", "2", "--samples", "2", "--eval-samples", "2", "--device", "cpu", "--seed", "5", "--no-progress"]
+              "--epochs", "2", "--samples", "2", "--eval-samples", "2", "--device", "cpu", "--precision", "fp32", "--seed", "5",
+              "--no-progress"]  # fp32: the tolerances below are fp32's
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one"), "--batch-size", "16"], capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "two"), "--batch-size", "8", "--distributed",

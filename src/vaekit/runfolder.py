@@ -52,7 +52,7 @@ RUN_FILES = (CONFIG, MODEL, METRICS, *FIGURES, REPORT, CHECKPOINT)
 #: what the other commands derive from a trained model (eval, sample, a sampler's fit, a conditional model's figures);
 #: ``train --overwrite`` removes them with the old model, so that no report shows another model's numbers
 DERIVED_FILES = ("eval_test.json", "eval_train.json", "sample_quality.json", "gmm.safetensors", "gmm.json",
-                 "vq_prior.safetensors", "vq_prior.json", "class_grid.png", "completions.png")
+                 "vq_prior.safetensors", "vq_prior.json", "class_grid.png", "completions.png", "condition_grid.png")
 DERIVED_PATTERNS = ("samples_*.png",)  # vaekit sample's default files
 
 
@@ -145,7 +145,9 @@ class RunFolder:
 
     def remove_derived_files(self) -> list[Path]:
         """Remove what other commands derived from the folder's old model (``DERIVED_FILES``, ``DERIVED_PATTERNS``),
-        nothing else; returns the paths removed."""
+        nothing else, and only in a folder that holds a vaekit run (its config.json); returns the paths removed."""
+        if not (self.path / CONFIG).is_file():
+            return []  # not a run folder: its files are the user's
         found = [self.path / n for n in DERIVED_FILES] + [p for pattern in DERIVED_PATTERNS for p in self.path.glob(pattern)]
         removed = [p for p in found if p.is_file()]
         for p in removed:

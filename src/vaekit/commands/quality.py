@@ -64,11 +64,11 @@ class QualityMeter:
         hand from another meter of the same dataset; the rest is loaded or computed here."""
         self.run = run if isinstance(run, RunFolder) else RunFolder(run).check_exists()
         self.model = self.run.load_model("cpu")  # where vaekit sample draws: the same codes, the same images
-        self.data = self.run.load_data() if data is None else data
-        self.extractor = load_extractor(self.data, progress=progress) if extractor is None else extractor
         if getattr(self.model, "condition", None) is not None:
             raise ValueError(f"sample quality measures a model's unconditional samples; the run in {self.run.path} is conditional "
                              f"({self.model.condition.describe()}): draw a class with vaekit sample --label NAME --out FILE.npy instead")
+        self.data = self.run.load_data() if data is None else data
+        self.extractor = load_extractor(self.data, progress=progress) if extractor is None else extractor
         test = self.data.test_uint8  # [M, C, H, W] uint8, as stored
         if len(test) < PRDC_K + 1:
             raise ValueError(f"the test split of {self.data.name} has {len(test)} images; sample quality needs at least {PRDC_K + 1}")
