@@ -17,15 +17,14 @@ in place of w~_i^2 (the score term carries a factor beta); at beta = 1 it is the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..registry import option
-from . import OBJECTIVES, Objective, Terms, batch_mean, decode_log_px, on_model_device
+from . import OBJECTIVES, Terms, batch_mean, decode_log_px, on_model_device
+from .iwae import IWAE
 
 __all__ = ["DReG", "log_q_stopped"]
 
@@ -49,15 +48,10 @@ def log_q_stopped(model: nn.Module, z: Tensor, phi: Tensor) -> Tensor:
 
 
 @OBJECTIVES.register
-class DReG(Objective):
+class DReG(IWAE):
     """dreg: the importance-weighted bound with --iw-samples k, the encoder's gradient doubly reparameterized (Tucker et al. 2019)"""
 
-    name = "dreg"
-    samples_option = "iw_samples"
-
-    @dataclass
-    class Options:
-        iw_samples: int = option(5, "importance samples per image per step (k)", min=1)
+    name = "dreg"  # the IWAE's options and value; only the encoder's gradient differs
 
     def __call__(
         self, model: Any, x: Tensor, *, beta: float = 1.0, calibrated: bool = False, eps: Tensor | None = None,
