@@ -31,7 +31,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from .architectures import ARCHITECTURES, build_networks, count_parameters, flops_per_image
+from .architectures import ARCHITECTURES, build_networks, check_images, count_parameters, flops_per_image
 from .conditioning import conditional_likelihood, conditional_networks, given
 from .config import ModelConfig
 from .likelihoods import Likelihood, make_likelihood
@@ -92,16 +92,9 @@ class VAE(nn.Module):
         """P: the size of the encoder's output."""
         return self.posterior.num_params(self.latent_dim)
 
-    def _check_images(self, x: Tensor) -> None:
-        shape = self.image_shape
-        if not isinstance(x, Tensor) or x.ndim != 4 or (shape is not None and tuple(x.shape[1:]) != shape):
-            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            want = "[B, C, H, W]" if shape is None else f"[B, {shape[0]}, {shape[1]}, {shape[2]}]"
-            raise ValueError(f"x must be images of shape {want}, got {got}")
-
     def encode(self, x: Tensor) -> Tensor:
         """Images [B, C, H, W] -> posterior parameters phi [B, P]."""
-        self._check_images(x)
+        check_images(x, self.image_shape)
         phi = self.encoder(x)  # [B, P]
         if phi.ndim != 2 or phi.shape[1] != self.num_params:
             raise ValueError(

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..registry import Part, Registry
 
 __all__ = [
+    "check_images",
     "Architecture", "ARCHITECTURES", "ACTIVATIONS", "build_networks", "count_parameters", "flops_per_image", "activation",
 ]
 
@@ -61,6 +62,14 @@ def build_networks(
         raise ValueError(f"image shape must be [C, H, W] with positive sizes, got {list(image_shape)}")
     part = ARCHITECTURES[arch](ARCHITECTURES.options(arch, options))
     return part.build((c, h, w), latent_dim, num_params)
+
+
+def check_images(x: Any, image_shape: tuple[int, ...] | None) -> None:
+    """ValueError naming the shape unless ``x`` is a tensor of images [B, C, H, W] (of ``image_shape`` [C, H, W] if given)."""
+    if not isinstance(x, Tensor) or x.ndim != 4 or (image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape)):
+        got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        want = "[B, C, H, W]" if image_shape is None else f"[B, {image_shape[0]}, {image_shape[1]}, {image_shape[2]}]"
+        raise ValueError(f"x must be images of shape {want}, got {got}")
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .. import distributed
 from ..likelihoods import Likelihood, make_likelihood
 from ..registry import option
-from . import ARCHITECTURES, Architecture
+from . import ARCHITECTURES, Architecture, check_images
 from .conv import sides
 
 __all__ = ["VQVAEArch", "VQVAE", "Codebook", "build_vq_networks", "perplexity", "DEAD_USAGE"]
@@ -213,11 +213,7 @@ class VQVAE(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Images [B, C, H, W] -> z_e(x) flattened [B, K] (K = D h w, channel-major as [D, h, w])."""
-        shape = self.image_shape
-        if not isinstance(x, Tensor) or x.ndim != 4 or (shape is not None and tuple(x.shape[1:]) != shape):
-            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            want = "[B, C, H, W]" if shape is None else f"[B, {shape[0]}, {shape[1]}, {shape[2]}]"
-            raise ValueError(f"x must be images of shape {want}, got {got}")
+        check_images(x, self.image_shape)
         return self.encoder(x).flatten(1)  # [B, D*h*w]
 
     def quantize(self, phi: Tensor) -> tuple[Tensor, Tensor]:
