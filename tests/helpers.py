@@ -279,3 +279,17 @@ def mount_tmpfs(path, options):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+
+
+def tiny_vq(seed: int = 3):
+    """A VQ-VAE with a 2x2 grid of codes from a 4x3 image (downsample 1), 3 codes: 81 code grids in all, float64,
+    sigma_x 0.3 and a codebook drawn from N(0, 1) after ``seed``."""
+    from vaekit.config import ModelConfig
+    from vaekit.model import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(arch="vqvae", latent_dim=2, codebook_size=3, downsample=1, num_filters=3), (1, 4, 3)).double()
+    with torch.no_grad():
+        model.log_sig_x.fill_(math.log(0.3))
+        model.codebook.vectors.normal_()
+    return model

@@ -18,6 +18,8 @@ from vaekit.evaluation import evaluate, log_likelihood
 from vaekit.model import build_model
 from vaekit.objectives import make_objective
 
+from helpers import tiny_vq
+
 
 def vq(shape=(1, 28, 28), **options):
     options = {"codebook_size": 8, "num_filters": 4, **options}
@@ -97,16 +99,6 @@ def test_the_interface_is_a_point_mass_posterior_and_the_uniform_prior():
     assert ((counts - 500 * 49 / 8).abs() < 5 * math.sqrt(500 * 49 / 8)).all()
     assert model.posterior.name == "one-hot" and model.prior.name == "uniform-codes"
     assert torch.equal(model.posterior.split(phi)[0], z[:, 0])
-
-
-def tiny_vq():
-    """A 2x2 grid of codes from a 4x3 image (downsample 1), 3 codes: 81 code grids in all, float64."""
-    torch.manual_seed(3)
-    model = build_model(ModelConfig(arch="vqvae", latent_dim=2, codebook_size=3, downsample=1, num_filters=3), (1, 4, 3)).double()
-    with torch.no_grad():
-        model.log_sig_x.fill_(math.log(0.3))
-        model.codebook.vectors.normal_()
-    return model
 
 
 def exact_log_px(model, x):

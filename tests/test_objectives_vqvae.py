@@ -15,7 +15,7 @@ from vaekit.config import ModelConfig
 from vaekit.model import build_model
 from vaekit.objectives import make_objective
 
-from helpers import tiny
+from helpers import tiny, tiny_vq
 
 
 def vq(ema=False, shape=(1, 12, 12), m=6, d=2, seed=0):
@@ -74,11 +74,7 @@ def test_gradients_reach_the_encoder_decoder_and_codebook_and_with_ema_not_the_c
 
 
 def test_minus_the_loss_and_the_elbo_stay_under_the_exact_log_likelihood():
-    torch.manual_seed(2)
-    model = build_model(ModelConfig(arch="vqvae", latent_dim=2, codebook_size=3, downsample=1, num_filters=3), (1, 4, 3)).double()
-    with torch.no_grad():
-        model.log_sig_x.fill_(math.log(0.3))
-        model.codebook.vectors.normal_()
+    model = tiny_vq(seed=2)
     model.eval()
     x = torch.rand(6, 1, 4, 3, dtype=torch.float64)
     grids = torch.tensor(list(itertools.product(range(3), repeat=4)))  # all 81 grids of the 2x2 codes
