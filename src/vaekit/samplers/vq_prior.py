@@ -29,11 +29,6 @@ PRIOR_JSON = "vq_prior.json"
 SAMPLES_FILE = "samples_vq_prior.png"
 
 
-def _vq_refusal(model: Any, what: str) -> str | None:
-    if not hasattr(model, "codebook") or not hasattr(model, "code_vectors"):
-        return f"{what} needs a VQ-VAE run (vaekit train --arch vqvae); this run's model is a {type(model).__name__}"
-    return None
-
 
 @torch.no_grad()
 def encoder_codes(model: Any, images: Any, batch_size: int = 1000) -> Tensor:
@@ -89,7 +84,9 @@ class VQPriorSampler(Sampler):
         return prior
 
     def refusal(self, model: Any) -> str | None:
-        return _vq_refusal(model, "sampler vq-prior")
+        if not hasattr(model, "codebook") or not hasattr(model, "code_vectors"):
+            return f"sampler vq-prior needs a VQ-VAE run (vaekit train --arch vqvae); this run's model is a {type(model).__name__}"
+        return None
 
     def prepare(self, run: Any, model: Any, data: Any = None) -> dict[str, Any]:
         """Reuse RUN_DIR/vq_prior.safetensors when it was fitted with these options to this model's weights, else
