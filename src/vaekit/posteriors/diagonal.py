@@ -1,9 +1,17 @@
-"""A Gaussian posterior with one standard deviation per latent dimension."""
+"""A Gaussian posterior with one standard deviation per latent dimension.
+
+``--log-std-min`` / ``--log-std-max`` bound each log std, as Tomczak & Welling's VampPrior code bounds the encoder's
+log-variance with hardtanh(-6, 2) (log std in [-3, 1]): a clamp, so a value pushed past a bound gets no gradient
+there. Unbounded by default.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 
+from ..registry import option
 from . import POSTERIORS, Posterior
 
 
@@ -13,9 +21,28 @@ class DiagonalGaussian(Posterior):
 
     name = "diagonal"
 
+    @dataclass
+    class Options:
+        log_std_min: float | None = option(None, "diagonal posterior: the least log std (Tomczak & Welling: -3); none: unbounded")
+        log_std_max: float | None = option(None, "diagonal posterior: the greatest log std (Tomczak & Welling: 1); none: unbounded")
+
+    def __init__(self, options: object | None = None):
+        super().__init__(options)
+        low, high = self.options.log_std_min, self.options.log_std_max
+        if low is not None and high is not None and not low < high:
+            raise ValueError(f"posterior diagonal: log_std_min must be < log_std_max, got {low!r} and {high!r}")
+
     def num_params(self, latent_dim: int) -> int:
         return 2 * latent_dim
 
     def split(self, phi: Tensor) -> tuple[Tensor, Tensor]:
         k = phi.shape[1] // 2
-        return phi[:, :k], phi[:, k:]  # [B, K], [B, K]
+        log_sig = phi[:, k:]  # [B, K]
+        if self.options.log_std_min is not None or self.options.log_std_max is not None:
+            log_sig = log_sig.clamp(self.options.log_std_min, self.options.log_std_max)
+        return phi[:, :k], log_sig  # [B, K], [B, K]
+
+    def __repr__(self) -> str:
+        low, high = self.options.log_std_min, self.options.log_std_max
+        bounds = "" if low is None and high is None else f"log_std_min={low}, log_std_max={high}"
+        return f"{type(self).__name__}({bounds})"
