@@ -191,6 +191,23 @@ def test_a_bernoulli_diagonal_run_writes_every_figure_and_the_report(bernoulli_r
     assert html.count("data:image/png;base64,") >= 6
 
 
+def test_eval_fuse_flag_reaches_the_evaluation(bernoulli_run, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # the plumbing only: tests/test_fusion.py compiles
+    args = ["eval", str(bernoulli_run), "--k", "5", "--limit", "6", "--samples", "1", "--json", "--no-progress", "--device", "cpu",
+            "--precision", "fp32"]
+    runs = {}
+    for fuse in ("on", "off", "auto"):
+        capsys.readouterr()
+        assert main(args + ["--fuse", fuse]) == 0
+        runs[fuse] = json.loads(capsys.readouterr().out)
+    assert (runs["on"]["fused"], runs["off"]["fused"], runs["auto"]["fused"]) == (True, False, False)  # auto: 30 decodes
+    assert runs["on"]["log_likelihood"] == pytest.approx(runs["off"]["log_likelihood"], rel=1e-6)
+    with pytest.raises(SystemExit):
+        main(args + ["--fuse", "yes"])
+
+
 def test_eval_json_numbers_and_file(bernoulli_run, capsys):
     capsys.readouterr()
     assert main(["eval", str(bernoulli_run), "--k", "7", "--limit", "10", "--samples", "3", "--json", "--no-progress",

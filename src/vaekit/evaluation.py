@@ -19,6 +19,7 @@ from . import distributed
 from .conditioning import given
 from .data import to_float
 from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, rsample
+from .fusion import FusedLogPx, should_fuse
 from .model import VAE, eval_mode, param_device
 from .objectives import make_objective
 
@@ -97,7 +98,7 @@ def default_max_decodes(device: torch.device) -> int:
 @torch.no_grad()
 def log_likelihood(
     model: VAE, x: Tensor, k: int = 1000, *, seed: int | None = 0, max_decodes: int | None = None,
-    autocast_dtype: torch.dtype | None = None,
+    autocast_dtype: torch.dtype | None = None, fuse: bool | None | FusedLogPx = None,
 ) -> Tensor:
     """Importance-sampled log p(x) per image [B], in nats (float64), with exactly ``k`` samples.
 
@@ -118,21 +119,27 @@ def log_likelihood(
             the model's device.
         autocast_dtype: run the encoder and decoder under autocast in this dtype (bf16); None: fp32.
             Their outputs are made float32 before log p(x|z) is computed, in every mode.
+        fuse: compile the decoder and log p(x|z) together (``vaekit.fusion``: CPU, fp32); None: where that is
+            possible and B * k >= ``FUSE_MIN_DECODES``; or a ``FusedLogPx`` of this model, reused across calls.
 
     Returns:
         [B] float64: the estimate of log p(x) for each image (see ``LIKELIHOOD_NOTE``).
     """
-    return importance_log_likelihoods(model, [x], k, seed=seed, max_decodes=max_decodes, autocast_dtype=autocast_dtype)[0]
+    if not isinstance(fuse, FusedLogPx):
+        device = param_device(model)[0]
+        fuse = FusedLogPx(model) if should_fuse(fuse, x.shape[0] * k, model, device, autocast_dtype) else None
+    return importance_log_likelihoods(model, [x], k, seed=seed, max_decodes=max_decodes, autocast_dtype=autocast_dtype, fused=fuse)[0]
 
 
 @torch.no_grad()
 def importance_log_likelihoods(
     model: VAE, xs: list[Tensor], k: int, *, seed: int | None = 0, max_decodes: int | None = None,
-    autocast_dtype: torch.dtype | None = None,
+    autocast_dtype: torch.dtype | None = None, fused: FusedLogPx | None = None,
 ) -> list[Tensor]:
     """``log_likelihood`` of several versions of the same images (e.g. x and a dequantized x + u),
     all importance-sampled with the same k samples z_i ~ q(z|xs[0]) and the same decodes: a valid
     proposal for each, and the decoder runs once. Returns one [B] float64 estimate per entry of ``xs``.
+    ``fused``: a ``FusedLogPx`` of this model computes log p(x|z) (else the model, in eager mode).
 
     A conditional model (``vaekit.conditions``): call it inside ``given(model, xs[0], labels)`` (then
     log p(x|c), with z_i ~ q(z|x, c); B at most ``max_decodes``, or the held condition does not fit)."""
@@ -161,17 +168,24 @@ def importance_log_likelihoods(
                 c = min(chunk, k - start)
                 eps = torch.randn(b, c, model.latent_dim, dtype=dtype, device=device)  # [b, c, K] in the networks' dtype (float32: 4x faster)
                 z = model.rsample_z(phi64, c, eps.permute(1, 0, 2))  # [b, c, K] float64, z ~ q(z|x)
-                with _networks(device, autocast_dtype):
-                    dec = model.decode(z.to(dtype))
-                dec = dec.to(dtype).reshape(b, c, -1)  # [b, c, D] in the parameters' dtype (fp32 under autocast too)
+                log_pxs = fused(z.to(dtype), flat) if fused is not None else _log_px(model, z, flat, log_sig_x, autocast_dtype)  # each [b, c]
                 log_prior_ratio = model.log_p_z(z) - model.log_q(z, phi64)  # [b, c] float64: log p(z_i) - log q(z_i|x)
-                for i, xf in enumerate(flat):
-                    log_px = model.likelihood.log_prob(xf[:, None, :].expand_as(dec), dec, log_sig_x)  # [b, c]
+                for i, log_px in enumerate(log_pxs):
                     log_w = log_px.double() + log_prior_ratio  # [b, c]
                     totals[i] = torch.logaddexp(totals[i], torch.logsumexp(log_w, dim=1))  # [b]
             for i, total in enumerate(totals):
                 out[i].append(total - math.log(k))
     return [torch.cat(o) for o in out]  # each [B]
+
+
+def _log_px(model: VAE, z: Tensor, flat: list[Tensor], log_sig_x: Tensor, autocast_dtype: torch.dtype | None) -> list[Tensor]:
+    """log p(x|z) [b, c] for z [b, c, K] (float64) and each of the flat images [b, D], in eager mode: one decode."""
+    _, dtype = param_device(model)
+    b, c = z.shape[:2]
+    with _networks(z.device, autocast_dtype):
+        dec = model.decode(z.to(dtype))
+    dec = dec.to(dtype).reshape(b, c, -1)  # [b, c, D] in the parameters' dtype (fp32 under autocast too)
+    return [model.likelihood.log_prob(xf[:, None, :].expand_as(dec), dec, log_sig_x) for xf in flat]  # each [b, c]
 
 
 @torch.no_grad()
@@ -320,6 +334,7 @@ def evaluate(
     progress: bool = False,
     autocast_dtype: torch.dtype | None = None,
     labels: Tensor | None = None,
+    fuse: bool | None = None,
 ) -> dict[str, Any]:
     """Everything ``vaekit eval`` reports for ``images`` [M, C, H, W], per image.
 
@@ -334,7 +349,8 @@ def evaluate(
     * ``bits_per_dim_8bit`` (continuous likelihoods only): an upper bound on the NLL of the 8-bit
       data in bits/dim by uniform dequantization (Theis et al. 2016), -E log2 p(x + u) / D + 8 with
       u ~ U[0, 1/256)^D, from the same importance samples (see ``DEQUANTIZATION_NOTE``);
-    * ``log_likelihood_seconds``, ``decodes``: the time and the decoder passes of the estimate;
+    * ``log_likelihood_seconds``, ``decodes``: the time and the decoder passes of the estimate; ``fused``: whether
+      its log p(x|z) ran compiled (``fuse``: as ``log_likelihood``'s, None deciding on all M * k decodes);
     * ``kl_per_dim``, ``posterior_mean_var``, ``active_units``, ``recon_mse``: latent diagnostics (a model with
       a ``latent_stats(images, batch_size)`` method gives its own instead, e.g. a VQ-VAE's codebook perplexity).
 
@@ -358,6 +374,7 @@ def evaluate(
     lls: list[Tensor] = []
     deq: list[Tensor] = []
     t0 = time.perf_counter()
+    fused = FusedLogPx(model) if should_fuse(fuse, m * k, model, param_device(model)[0], autocast_dtype) else None
     for rows in tqdm(list(_blocks(m, ll_block)), desc=f"log p(x), k={k}", disable=not progress, dynamic_ncols=True):
         x = to_float(images[rows])
         xs = [x]
@@ -365,12 +382,13 @@ def evaluate(
             with seeded_rng(seed * 100_003 + rows.start + 1, torch.device("cpu")):
                 xs.append(x + torch.rand(x.shape, dtype=x.dtype) / 256.0)
         with given(model, x, None if labels is None else labels[rows]):  # a conditional model: each image's c (100 <= max_decodes)
-            est = importance_log_likelihoods(model, xs, k=k, seed=seed * 100_003 + rows.start, autocast_dtype=autocast_dtype)
+            est = importance_log_likelihoods(model, xs, k=k, seed=seed * 100_003 + rows.start, autocast_dtype=autocast_dtype, fused=fused)
         lls.append(est[0])
         if dequantize:
             deq.append(est[1])
     result["log_likelihood_seconds"] = time.perf_counter() - t0
     result["decodes"] = m * k
+    result["fused"] = fused is not None and fused.failed is None
     ll = torch.cat(lls)  # [M] float64
     result["log_likelihood"], result["log_likelihood_se"] = _mean_se(ll)
     bpd = -ll / (d * math.log(2.0))  # [M] bits per dimension

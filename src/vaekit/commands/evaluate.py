@@ -36,6 +36,7 @@ def eval_run(
     generate: int | None = None,
     sampler: str = "prior",
     sampler_options: dict[str, Any] | None = None,
+    fuse: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on its dataset's ``split`` (the first ``limit`` images, or all).
 
@@ -45,6 +46,9 @@ def eval_run(
     ``precision`` (auto, fp32, bf16; default: the run's own) is resolved for the evaluation
     device by ``config.resolve_precision``: the networks run in bf16 only where auto or the
     run chose it (tests/test_evaluation.py checks that bf16 agrees with fp32 within the SE).
+
+    ``fuse`` (None: auto, True, False): the log-likelihood's decoder and log p(x|z) compiled together
+    (``vaekit.fusion``), as ``vaekit.evaluate``'s ``fuse``.
 
     ``generate`` (N): also measure the sample quality of N images from ``sampler`` (with
     ``sampler_options``; seed ``seed``) against the test set (``vaekit.commands.quality``), added
@@ -72,7 +76,7 @@ def eval_run(
     autocast_dtype, _ = resolve_precision(precision or train_cfg.precision, param_device(model)[0])
     result = evaluate(
         model, images, k=k, n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress, autocast_dtype=autocast_dtype,
-        labels=labels,
+        labels=labels, fuse=fuse,
     )
     result.update(prior_bits_per_dim(run, model, images, seed))  # a VQ-VAE with its fitted code prior: bits/dim under it
     result = {

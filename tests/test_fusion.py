@@ -1,0 +1,159 @@
+"""The fused log p(x|z) (decoder and likelihood under torch.compile): the same estimates as a quadrature and as
+eager mode, a snapshot that follows new weights, the padded last passes, and the eager fallback when compiling
+fails or disagrees."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Normal
+
+from vaekit import VAE, evaluate, log_likelihood
+from vaekit.config import ModelConfig
+from vaekit.fusion import FUSE_MIN_DECODES, FusedLogPx, fusion_refusal, should_fuse
+from vaekit.model import build_model
+
+D_SHAPE = (1, 2, 3)
+D = 6
+CPU = torch.device("cpu")
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(arch="mlp", latent_dim=2, likelihood="bernoulli", posterior="diagonal", hidden="8"), (1, 4, 4))
+
+
+def _binary(n, shape=(1, 4, 4), seed=1):
+    return torch.bernoulli(torch.full((n, *shape), 0.4), generator=torch.Generator().manual_seed(seed))
+
+
+def _no_fallback(fn):
+    """fn()'s result, failing if the fused path gave up (its warning)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn()
+    assert not [w for w in caught if "fused evaluation off" in str(w.message)], [str(w.message) for w in caught]
+    return out
+
+
+def test_fused_bernoulli_log_likelihood_matches_numerical_integration():
+    # K=1, logits = w z + c: p(x) = int prod_d Bern(x_d; sigmoid(w_d z + c_d)) N(z) dz by quadrature
+    torch.manual_seed(0)
+    w, c = torch.randn(D) * 2, torch.randn(D)
+
+    class CrudeEncoder(nn.Module):  # q(z|x) = N(0.3 sum(x) - 0.9, 0.8^2)
+        def forward(self, x):
+            flat = x.reshape(x.shape[0], -1)
+            return torch.stack([0.3 * flat.sum(1) - 0.9, torch.full_like(flat[:, 0], math.log(0.8))], dim=1)
+
+    class LinearLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.c = nn.Parameter(w.clone()), nn.Parameter(c.clone())
+
+        def forward(self, z):  # [M, 1] -> [M, C, H, W]
+            return (z[:, :, None] * self.w + self.c).reshape(z.shape[0], *D_SHAPE)
+
+    model = VAE(CrudeEncoder(), LinearLogits(), 1, likelihood="bernoulli", image_shape=D_SHAPE)
+    x = torch.bernoulli(torch.full((8, *D_SHAPE), 0.5), generator=torch.Generator().manual_seed(2))
+    z = torch.linspace(-12, 12, 48001, dtype=torch.float64)
+    log_lik = Bernoulli(logits=z[:, None] * w.double() + c.double()).log_prob(x.double().reshape(8, 1, D)).sum(-1)  # [8, G]
+    exact = torch.logsumexp(log_lik + Normal(0.0, 1.0).log_prob(z), dim=1) + math.log(z[1] - z[0])  # [8]
+    fused = FusedLogPx(model)
+    # 8 images x 20,000 samples in passes of 256 samples: the last pass (32) is padded to the compiled shape
+    est = _no_fallback(lambda: log_likelihood(model, x, k=20000, seed=0, fuse=fused))
+    assert fused.checked and fused.shape == (8, 256)
+    torch.testing.assert_close(est, exact, rtol=0, atol=0.05)
+    torch.testing.assert_close(est, log_likelihood(model, x, k=20000, seed=0, fuse=False), rtol=0, atol=1e-4)
+
+
+def test_a_new_snapshot_follows_the_weights_and_an_old_one_keeps_its_own():
+    model, x = _mlp(), _binary(5)
+    old = FusedLogPx(model)
+    before = _no_fallback(lambda: log_likelihood(model, x, k=30, fuse=old))
+    torch.testing.assert_close(before, log_likelihood(model, x, k=30, fuse=False), rtol=0, atol=1e-4)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(0.3)
+    eager = log_likelihood(model, x, k=30, fuse=False)
+    assert (eager - before).abs().min() > 0.01  # the new weights change every estimate
+    after = _no_fallback(lambda: log_likelihood(model, x, k=30, fuse=True))
+    torch.testing.assert_close(after, eager, rtol=0, atol=1e-4)
+
+
+def test_fused_dequantized_gaussian_evaluation_matches_the_closed_form():
+    """p(x|z) = N(mu, sigma^2 I) whatever z: log p(x) and log p(x + u), for evaluate's own u, are closed forms."""
+    mu = torch.rand(1, 4, 4)
+
+    class Zeros(nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 2)
+
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mu = nn.Parameter(mu.clone())
+
+        def forward(self, z):
+            return self.mu.expand(z.shape[0], *mu.shape) + 0 * z.sum(1)[:, None, None, None]
+
+    model = VAE(Zeros(), Constant(), 1, image_shape=(1, 4, 4))
+    with torch.no_grad():
+        model.log_sig_x.fill_(math.log(0.3))
+    images = torch.randint(0, 256, (7, 1, 4, 4)).float() / 255
+    result = _no_fallback(lambda: evaluate(model, images, k=3, n_samples=1, fuse=True))
+    assert result["fused"] is True
+    exact = Normal(mu.flatten().double(), 0.3).log_prob(images.flatten(1).double()).sum(1).mean().item()
+    assert abs(result["log_likelihood"] - exact) < 1e-4
+    gen = torch.Generator().manual_seed(0 * 100_003 + 0 + 1)  # the u evaluate draws for images 0..99 with seed 0
+    u = torch.rand(images.shape, generator=gen) / 256
+    log_p = Normal(mu.flatten().double(), 0.3).log_prob((images + u).flatten(1).double()).sum(1)  # [7] nats
+    assert abs(result["bits_per_dim_8bit"] - (-log_p / (16 * math.log(2)) + 8).mean().item()) < 1e-5
+    assert evaluate(model, images, k=3, n_samples=1)["fused"] is False  # 21 decodes: auto does not compile
+
+
+def test_a_compiler_that_fails_gives_a_warning_and_the_eager_numbers(monkeypatch):
+    model, x = _mlp(), _binary(4)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match=r"fused evaluation off: torch.compile failed \(RuntimeError: no C\+\+ compiler found\)"):
+        got = log_likelihood(model, x, k=20, fuse=True)
+    assert torch.equal(got, log_likelihood(model, x, k=20, fuse=False))
+
+
+def test_a_compiled_result_that_disagrees_is_not_used(monkeypatch):
+    model, x = _mlp(), _binary(4)
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: (lambda z, xs: [o + 0.5 for o in module(z, xs)]))
+    with pytest.warns(UserWarning, match="differs from eager mode by up to 0.5 nats"):
+        got = log_likelihood(model, x, k=20, fuse=True)
+    assert torch.equal(got, log_likelihood(model, x, k=20, fuse=False))
+
+
+def test_where_fusing_is_refused_and_when_auto_fuses():
+    model = _mlp()
+    assert fusion_refusal(model, CPU, None) is None
+    assert "CPU" in fusion_refusal(model, torch.device("cuda"), None)
+    assert "fp32" in fusion_refusal(model, CPU, torch.bfloat16)
+
+    class OwnDecode(VAE):
+        def decode(self, z):
+            return super().decode(z)
+
+    own = OwnDecode(model.encoder, model.decoder, 2, likelihood="bernoulli", posterior="diagonal", image_shape=(1, 4, 4))
+    assert "OwnDecode decodes its own way" in fusion_refusal(own, CPU, None)
+    model.condition = object()
+    assert "conditional" in fusion_refusal(model, CPU, None)
+    with pytest.warns(UserWarning, match="fuse=True ignored: a conditional model"):
+        assert should_fuse(True, 10**9, model, CPU, None) is False
+    del model.condition
+    assert should_fuse(None, FUSE_MIN_DECODES, model, CPU, None) is True
+    assert should_fuse(None, FUSE_MIN_DECODES - 1, model, CPU, None) is False
+    assert should_fuse(True, 1, model, CPU, None) is True
+    assert should_fuse(False, 10**9, model, CPU, None) is False
