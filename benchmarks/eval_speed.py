@@ -2,8 +2,8 @@
 
 For Burda et al.'s one-layer MLP (784-200-200-50) and two-layer network (``--arch hvae``: stochastic layers of 100
 and 50), Bernoulli, untrained (the rate does not depend on the weights), this times ``vaekit.log_likelihood`` on
-the same binary images, seed and k with ``fuse=False`` (eager) and with a ``FusedLogPx`` (compiled once, its
-the first call, which compiles, not timed), alternating, the best of ``--rounds`` each. For each it reports decodes/s, the
+the same binary images, seed and k with ``fuse=False`` (eager) and with a ``FusedLogPx`` (compiled once: that
+first call is not timed), alternating, the best of ``--rounds`` each. For each it reports decodes/s, the
 decoder's GFLOP/s against this CPU's fp32 matmul rate measured in the same run, and the minutes the full test
 set (10,000 images at k = 5000) would take at that rate. The estimates of the two modes agree to float32
 rounding (checked: printed as the largest difference, in nats).

@@ -246,4 +246,5 @@ def test_train_eval_sample_report_end_to_end(tmp_path, tiny_dataset_dir):
     assert 'id="vx-plane"' in html and "The latent explorer is not shown" not in html
     model, meta = load_run(run)
     assert isinstance(model, HierarchicalVAE) and model.prior.name == "vamp" and model.prior.pseudo.shape == (8, 1, 28, 28)
-    assert meta["model"]["options"] == {"lower_layers": "6", "hidden": "16;8", "activation": "tanh", "pseudo_inputs": 8}
+    assert meta["model"]["options"] == {"lower_layers": "6", "hidden": "16;8", "activation": "tanh", "log_std_min": None,
+                                       "log_std_max": None, "pseudo_inputs": 8}

@@ -9,12 +9,14 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Normal
 
 from vaekit import VAE, evaluate, log_likelihood
 from vaekit.config import ModelConfig
-from vaekit.fusion import FUSE_MIN_DECODES, FusedLogPx, fusion_refusal, should_fuse
+from vaekit.distributions import log_bernoulli
+from vaekit.fusion import CHECK_ATOL, CHECK_RTOL, FUSE_MIN_DECODES, FusedLogPx, fusion_refusal, should_fuse
 from vaekit.model import build_model
 
 D_SHAPE = (1, 2, 3)
@@ -31,6 +33,15 @@ def _binary(n, shape=(1, 4, 4), seed=1):
     return torch.bernoulli(torch.full((n, *shape), 0.4), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.fixture(scope="module")
+def compiler():
+    """Skip where torch.compile cannot compile here (no C++ compiler, a Python dynamo does not support)."""
+    try:
+        torch.compile(lambda t: t * 2 + 1)(torch.ones(3))
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"torch.compile does not work here: {type(exc).__name__}")
+
+
 def _no_fallback(fn):
     """fn()'s result, failing if the fused path gave up (its warning)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -40,7 +51,7 @@ def _no_fallback(fn):
     return out
 
 
-def test_fused_bernoulli_log_likelihood_matches_numerical_integration():
+def test_fused_bernoulli_log_likelihood_matches_numerical_integration(compiler):
     # K=1, logits = w z + c: p(x) = int prod_d Bern(x_d; sigmoid(w_d z + c_d)) N(z) dz by quadrature
     torch.manual_seed(0)
     w, c = torch.randn(D) * 2, torch.randn(D)
@@ -71,7 +82,9 @@ def test_fused_bernoulli_log_likelihood_matches_numerical_integration():
     torch.testing.assert_close(est, log_likelihood(model, x, k=20000, seed=0, fuse=False), rtol=0, atol=1e-4)
 
 
-def test_a_new_snapshot_follows_the_weights_and_an_old_one_keeps_its_own():
+def test_a_new_snapshot_follows_the_weights_and_an_old_one_keeps_its_own(compiler):
+    from torch._inductor.utils import run_and_get_code
+
     model, x = _mlp(), _binary(5)
     old = FusedLogPx(model)
     before = _no_fallback(lambda: log_likelihood(model, x, k=30, fuse=old))
@@ -79,13 +92,60 @@ def test_a_new_snapshot_follows_the_weights_and_an_old_one_keeps_its_own():
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.add_(0.3)
+    with pytest.raises(ValueError, match="the model's decoder changed since this FusedLogPx was made"):
+        log_likelihood(model, x, k=30, fuse=old)
+    with pytest.raises(ValueError, match="made for another model"):
+        log_likelihood(_mlp(), x, k=30, fuse=old)
     eager = log_likelihood(model, x, k=30, fuse=False)
     assert (eager - before).abs().min() > 0.01  # the new weights change every estimate
-    after = _no_fallback(lambda: log_likelihood(model, x, k=30, fuse=True))
+    new = FusedLogPx(model)
+    with torch.no_grad():  # the weights are constants of the compiled code (inductor's freezing)
+        z, xs = torch.randn(5, 30, 2), [x.flatten(1)]
+        _, code = run_and_get_code(new, z, xs)
+    assert "_frozen_param" in "\n".join(code)
+    after = _no_fallback(lambda: log_likelihood(model, x, k=30, fuse=new))
     torch.testing.assert_close(after, eager, rtol=0, atol=1e-4)
+    with torch.no_grad():  # the old snapshot, compiled again after the reset, still has the old weights
+        torch.testing.assert_close(old(z, xs)[0], old.eager(z.reshape(150, 2), xs)[0])
+        assert (old(z, xs)[0] - new(z, xs)[0]).abs().mean() > 0.1
 
 
-def test_fused_dequantized_gaussian_evaluation_matches_the_closed_form():
+def test_passes_of_other_shapes_run_as_tiles_of_the_compiled_one(compiler):
+    model = _mlp(seed=3)
+    fused = FusedLogPx(model)
+    x = _binary(7).flatten(1)  # [7, 16]
+    with torch.no_grad():
+        for b, c in ((3, 4), (7, 9), (2, 1), (3, 4)):  # the first fixes the compiled shape [3, 4]
+            z = torch.randn(b, c, 2)
+            got = _no_fallback(lambda: fused(z, [x[:b], 1 - x[:b]]))
+            want = fused.eager(z.reshape(b * c, 2), [x[:b], 1 - x[:b]])
+            for g, w in zip(got, want):
+                assert g.shape == (b, c)
+                torch.testing.assert_close(g, w, rtol=CHECK_RTOL, atol=CHECK_ATOL)
+    assert fused.shape == (3, 4) and fused.failed is None
+
+
+def test_the_compiled_bernoulli_is_the_general_form_for_any_x_in_0_1(compiler):
+    """Under torch.compile log_bernoulli skips its host-side binary check: still -BCE for soft x too."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 6, 50, generator=gen) * 8  # confident ones too
+    x = torch.rand(4, 1, 50, generator=gen)
+    x[:, :, :10] = x[:, :, :10].round()  # some binary pixels
+    x = x.expand(4, 6, 50)  # as the evaluator passes x: [B, N, D], N copies
+    got = torch.compile(log_bernoulli)(x, logits)
+    want = -F.binary_cross_entropy_with_logits(logits.double(), x.double(), reduction="none").sum(-1)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_the_two_layer_model_fuses_like_eager(compiler):
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="hvae", latent_dim=3, likelihood="bernoulli", posterior="diagonal", lower_layers="4", hidden="8;6")
+    model, x = build_model(cfg, (1, 4, 4)), _binary(6)
+    got = _no_fallback(lambda: log_likelihood(model, x, k=40, fuse=True))
+    torch.testing.assert_close(got, log_likelihood(model, x, k=40, fuse=False), rtol=0, atol=1e-4)
+
+
+def test_fused_dequantized_gaussian_evaluation_matches_the_closed_form(compiler):
     """p(x|z) = N(mu, sigma^2 I) whatever z: log p(x) and log p(x + u), for evaluate's own u, are closed forms."""
     mu = torch.rand(1, 4, 4)
 
@@ -141,6 +201,7 @@ def test_where_fusing_is_refused_and_when_auto_fuses():
     assert fusion_refusal(model, CPU, None) is None
     assert "CPU" in fusion_refusal(model, torch.device("cuda"), None)
     assert "fp32" in fusion_refusal(model, CPU, torch.bfloat16)
+    assert "float32 networks (here: torch.float64)" in fusion_refusal(_mlp().double(), CPU, None)
 
     class OwnDecode(VAE):
         def decode(self, z):

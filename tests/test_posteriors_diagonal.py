@@ -42,8 +42,14 @@ def test_one_sided_bounds_and_the_default_unbounded():
     assert DiagonalGaussian(DiagonalGaussian.Options(log_std_max=-10.0)).split(phi)[1].item() == -10.0
 
 
-def test_bounds_out_of_order_are_refused():
+def test_bounds_out_of_order_or_not_finite_are_refused_with_the_config():
     import pytest
+
+    from vaekit.config import ModelConfig
 
     with pytest.raises(ValueError, match="log_std_min must be < log_std_max, got 1.0 and -3.0"):
         DiagonalGaussian(DiagonalGaussian.Options(log_std_min=1.0, log_std_max=-3.0))
+    with pytest.raises(ValueError, match="log_std_max must be a finite number or None, got nan"):
+        DiagonalGaussian.Options(log_std_max=float("nan"))
+    with pytest.raises(ValueError, match="log_std_min must be < log_std_max, got 2.0 and 1.0"):  # before any model is built
+        ModelConfig(arch="mlp", posterior="diagonal", log_std_min=2.0, log_std_max=1.0).check_options()

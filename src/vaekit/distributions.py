@@ -364,12 +364,6 @@ def rsample_diag(mu: Tensor, log_sigma: Tensor, num_samples: int, eps: Tensor | 
     return (mu + eps * torch.exp(log_sigma)).permute(1, 0, 2)  # [B, N, K]
 
 
-@torch.compiler.disable  # a host-side decision: under torch.compile (vaekit.fusion) the graph breaks here, quietly
-def _is_binary(x: Tensor) -> bool:
-    """Whether every entry of x is 0 or 1."""
-    return bool(((x == 0) | (x == 1)).all())
-
-
 def log_bernoulli(x: Tensor, logits: Tensor) -> Tensor:
     """log Bernoulli(x; sigmoid(logits)) summed over the last dim, in nats, computed from logits.
 
@@ -394,7 +388,12 @@ def log_bernoulli(x: Tensor, logits: Tensor) -> Tensor:
         raise ValueError(f"logits {_shape(logits)} must broadcast to x {_shape(x)}")
     softplus = torch.nn.functional.softplus
     xc = _unbroadcast(x)  # x without its stride-0 copies, e.g. [B, 1, D] for x expanded to [B, N, D]
-    if xc.device.type == "cpu" and _is_binary(xc):
+    if torch.compiler.is_compiling():
+        # under torch.compile (vaekit.fusion) no host-side check of x: the general form, its two softplus sharing
+        # one exp and log1p, softplus(+-l) = relu(+-l) + log1p(exp(-|l|)) (every term >= 0: no cancellation)
+        t = torch.log1p(torch.exp(-logits.abs()))
+        return -(x * torch.relu(-logits) + (1.0 - x) * torch.relu(logits) + t).sum(dim=-1)
+    if xc.device.type == "cpu" and bool(((xc == 0) | (xc == 1)).all()):
         # binary x (the usual case): -softplus((1 - 2x) l) per pixel, the general form's numbers bit
         # for bit (one of its two terms is exactly zero), in one softplus pass instead of two. On the
         # CPU only: elsewhere the check would cost a host sync per call, and the passes are cheap

@@ -125,7 +125,9 @@ def log_likelihood(
     Returns:
         [B] float64: the estimate of log p(x) for each image (see ``LIKELIHOOD_NOTE``).
     """
-    if not isinstance(fuse, FusedLogPx):
+    if isinstance(fuse, FusedLogPx):
+        fuse.check_model(model)
+    else:
         device = param_device(model)[0]
         fuse = FusedLogPx(model) if should_fuse(fuse, x.shape[0] * k, model, device, autocast_dtype) else None
     return importance_log_likelihoods(model, [x], k, seed=seed, max_decodes=max_decodes, autocast_dtype=autocast_dtype, fused=fuse)[0]
@@ -350,7 +352,8 @@ def evaluate(
       data in bits/dim by uniform dequantization (Theis et al. 2016), -E log2 p(x + u) / D + 8 with
       u ~ U[0, 1/256)^D, from the same importance samples (see ``DEQUANTIZATION_NOTE``);
     * ``log_likelihood_seconds``, ``decodes``: the time and the decoder passes of the estimate; ``fused``: whether
-      its log p(x|z) ran compiled (``fuse``: as ``log_likelihood``'s, None deciding on all M * k decodes);
+      its log p(x|z) ran compiled (``fuse``: as ``log_likelihood``'s, None deciding on all M * k decodes), and
+      ``fuse_first_pass_seconds``, the compile and check it took;
     * ``kl_per_dim``, ``posterior_mean_var``, ``active_units``, ``recon_mse``: latent diagnostics (a model with
       a ``latent_stats(images, batch_size)`` method gives its own instead, e.g. a VQ-VAE's codebook perplexity).
 
@@ -389,6 +392,8 @@ def evaluate(
     result["log_likelihood_seconds"] = time.perf_counter() - t0
     result["decodes"] = m * k
     result["fused"] = fused is not None and fused.failed is None
+    if fused is not None:
+        result["fuse_first_pass_seconds"] = fused.first_pass_seconds  # compiling and checking, within log_likelihood_seconds
     ll = torch.cat(lls)  # [M] float64
     result["log_likelihood"], result["log_likelihood_se"] = _mean_se(ll)
     bpd = -ll / (d * math.log(2.0))  # [M] bits per dimension

@@ -3,9 +3,10 @@
 
 In eager mode each per-pixel step of a pass (the hidden layers' tanh, the Bernoulli's -softplus((1 - 2x) l), the
 sum over the pixels) is a separate loop over a [M, D] tensor: about 40% of a pass for the paper's MLP
-(benchmarks/README.md, "Evaluation on the full test set"). Compiled, those steps run as fused loops, and with
-inductor's *freezing* the weights are constants of the compiled graph, so its linear layers become oneDNN's with
-their bias and activation fused in.
+(benchmarks/README.md, "Evaluation on the full test set"). Compiled, those steps run as fused loops around the
+matrix products, and with inductor's *freezing* the weights are constants of the compiled graph (its generated
+code holds them as ``_frozen_param``s; tests/test_fusion.py checks). The Bernoulli likelihood takes its general form there, with no host-side check
+of x (``distributions.log_bernoulli``), so the decoder and log p(x|z) are one graph.
 
 **Frozen weights are a snapshot.** ``FusedLogPx`` compiles a private copy of the decoder, taken when it is made:
 training the model afterwards does not change it (make a new one per evaluation, as ``log_likelihood`` does), and
@@ -13,18 +14,22 @@ a new one resets torch.compile's caches (``torch.compiler.reset()``), so no comp
 its frozen weights, can be reused for it.
 
 **Where and when.** Only where it can be right and pays: an unconditional model with the standard ``decode``, on
-the CPU, in fp32 (no autocast), for an evaluation of at least ``FUSE_MIN_DECODES`` decodes (compiling costs
+the CPU, with float32 networks and no autocast, for an evaluation of at least ``FUSE_MIN_DECODES`` decodes (compiling costs
 10-45 s). The first pass is checked against the eager computation; a compiler that fails or disagrees gives a
 warning and the eager path for the rest of the evaluation (the numbers are then the eager ones).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import time
 import warnings
+import weakref
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .model import VAE
@@ -49,6 +54,9 @@ def fusion_refusal(model: Any, device: torch.device, autocast_dtype: torch.dtype
         return "a conditional model's decoder reads the held condition"
     if not isinstance(model, VAE) or type(model).decode is not VAE.decode:
         return f"{type(model).__name__} decodes its own way"
+    dtype = next(model.decoder.parameters()).dtype
+    if dtype != torch.float32:
+        return f"fusing is for float32 networks (here: {dtype})"
     if not hasattr(torch, "compile"):
         return "this torch has no torch.compile"
     return None
@@ -83,47 +91,93 @@ class _DecodeLogPx(nn.Module):
 
 
 class FusedLogPx:
-    """log p(x|z) of a snapshot of ``model``'s decoder, compiled with frozen weights; eager if that fails or disagrees."""
+    """log p(x|z) of a snapshot of ``model``'s decoder, compiled with frozen weights; eager if that fails or disagrees.
+
+    Making one calls ``torch.compiler.reset()`` at its first pass: process-wide, so other functions compiled in
+    this process (a ``--compile`` training step in the same notebook) compile again at their next call."""
 
     def __init__(self, model: Any):
         decoder = copy.deepcopy(model.decoder).eval().requires_grad_(False)  # the snapshot: frozen into the graph
         self.eager = _DecodeLogPx(decoder, model.likelihood, model.log_sig_x)
+        self.model = weakref.ref(model)
+        self.versions = _versions(model)
         self.compiled: Any = None
         self.checked = False
         self.shape: tuple[int, int] | None = None  # the compiled [b, c]
+        self.first_pass_seconds = 0.0  # compiling and the check against eager mode
         self.failed: str | None = None  # why the compiled path was given up, if it was
+
+    def check_model(self, model: Any) -> None:
+        """ValueError unless this is a snapshot of ``model`` as its weights are now."""
+        if self.model() is not model:
+            raise ValueError("fuse: this FusedLogPx was made for another model; make one for this model")
+        if _versions(model) != self.versions:
+            raise ValueError("fuse: the model's decoder changed since this FusedLogPx was made (its weights are a snapshot); make a new one")
 
     def __call__(self, z: Tensor, xs: list[Tensor]) -> list[Tensor]:
         """log p(x|z) [b, c] for z [b, c, K] in the decoder's dtype and each of the flat images xs [b, D].
 
-        The first call's [b, c] is the compiled shape: a smaller pass (the last images, the last samples) is padded
-        to it with zeros and its rows cut out, so the evaluator compiles once."""
+        The first call's [b, c] is the compiled shape; any other pass runs as tiles of that shape, the last ones
+        padded with zeros and cut out again, so the evaluator compiles once (each row of a tile is computed alone)."""
         b, c = z.shape[:2]
-        if self.failed is None and self.shape is not None and b <= self.shape[0] and c <= self.shape[1] and (b, c) != self.shape:
-            z = torch.nn.functional.pad(z, (0, 0, 0, self.shape[1] - c, 0, self.shape[0] - b))  # [b0, c0, K]
-            xs = [torch.nn.functional.pad(x, (0, 0, 0, self.shape[0] - b)) for x in xs]  # each [b0, D]
-            return [out[:b, :c] for out in self(z, xs)]
         self.shape = self.shape or (b, c)
-        flat = z.reshape(-1, z.shape[-1])  # [b*c, K]
-        if self.failed is None:
-            try:
-                if self.compiled is None:
-                    torch.compiler.reset()  # no graph of an earlier snapshot (its frozen weights) may serve this one
-                    self.compiled = torch.compile(self.eager, options={"freezing": True})
+        b0, c0 = self.shape
+        if self.failed is not None:
+            return self.eager(z.reshape(b * c, -1), xs)
+        if (b, c) == (b0, c0):
+            return self._compiled(z, xs)
+        rows = []
+        for i in range(0, b, b0):
+            tiles = []
+            for j in range(0, c, c0):
+                zt = z[i : i + b0, j : j + c0]  # [<= b0, <= c0, K]
+                bt, ct = zt.shape[:2]
+                zt = F.pad(zt, (0, 0, 0, c0 - ct, 0, b0 - bt))  # [b0, c0, K]
+                tiles.append([out[:bt, :ct] for out in self._compiled(zt, [F.pad(x[i : i + b0], (0, 0, 0, b0 - bt)) for x in xs])])
+            rows.append([torch.cat([t[n] for t in tiles], dim=1) for n in range(len(xs))])  # each [<= b0, c]
+        return [torch.cat([r[n] for r in rows], dim=0) for n in range(len(xs))]  # each [b, c]
+
+    def _compiled(self, z: Tensor, xs: list[Tensor]) -> list[Tensor]:
+        """The compiled module on one pass of the compiled shape (checked against eager mode the first time)."""
+        flat = z.reshape(-1, z.shape[-1])  # [b0*c0, K]
+        if self.failed is not None:
+            return self.eager(flat, xs)
+        t0 = time.perf_counter()
+        try:
+            if self.compiled is None:
+                torch.compiler.reset()  # no graph of an earlier snapshot (its frozen weights) may serve this one
+                self.compiled = torch.compile(self.eager, options={"freezing": True})
+            with _freezing():  # dynamo reads it while tracing: the weights become the graph's constants
                 got = self.compiled(flat, xs)
-                if self.checked:
-                    return got
-                want = self.eager(flat, xs)
-                if all(torch.allclose(g, w, rtol=CHECK_RTOL, atol=CHECK_ATOL) for g, w in zip(got, want)):
-                    self.checked = True
-                    return got
-                err = max((g - w).abs().max().item() for g, w in zip(got, want))
-                self._give_up(f"the compiled log p(x|z) differs from eager mode by up to {err:.3g} nats")
-                return want
-            except Exception as exc:  # no C++ compiler, an unsupported op, an old torch: eager mode
-                self._give_up(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            if self.checked:
+                return got
+            want = self.eager(flat, xs)
+            self.first_pass_seconds = time.perf_counter() - t0
+            if all(torch.allclose(g, w, rtol=CHECK_RTOL, atol=CHECK_ATOL) for g, w in zip(got, want)):
+                self.checked = True
+                return got
+            err = max((g - w).abs().max().item() for g, w in zip(got, want))
+            self._give_up(f"the compiled log p(x|z) differs from eager mode by up to {err:.3g} nats")
+            return want
+        except Exception as exc:  # no C++ compiler, an unsupported op, an old torch: eager mode
+            self._give_up(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
         return self.eager(flat, xs)
 
     def _give_up(self, why: str) -> None:
         self.failed = why
-        warnings.warn(f"fused evaluation off: {why}; evaluating in eager mode", stacklevel=3)
+        warnings.warn(f"fused evaluation off: {why}; evaluating in eager mode", stacklevel=4)
+
+
+def _versions(model: Any) -> tuple:
+    """The decoder's parameters and log_sig_x as they are now: every in-place change bumps a version."""
+    return tuple((id(p), p._version) for p in [*model.decoder.parameters(), model.log_sig_x])
+
+
+def _freezing() -> Any:
+    """inductor's freezing on while a call traces (torch's private config; a no-op context where it is missing)."""
+    try:
+        from torch._inductor import config
+
+        return config.patch(freezing=True)
+    except Exception:
+        return contextlib.nullcontext()

@@ -7,6 +7,7 @@ there. Unbounded by default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -23,14 +24,16 @@ class DiagonalGaussian(Posterior):
 
     @dataclass
     class Options:
-        log_std_min: float | None = option(None, "diagonal posterior: the least log std (Tomczak & Welling: -3); none: unbounded")
-        log_std_max: float | None = option(None, "diagonal posterior: the greatest log std (Tomczak & Welling: 1); none: unbounded")
+        log_std_min: float | None = option(None, "diagonal posterior: the least log std (Tomczak & Welling: -3); omit for unbounded")
+        log_std_max: float | None = option(None, "diagonal posterior: the greatest log std (Tomczak & Welling: 1); omit for unbounded")
 
-    def __init__(self, options: object | None = None):
-        super().__init__(options)
-        low, high = self.options.log_std_min, self.options.log_std_max
-        if low is not None and high is not None and not low < high:
-            raise ValueError(f"posterior diagonal: log_std_min must be < log_std_max, got {low!r} and {high!r}")
+        def __post_init__(self) -> None:
+            low, high = self.log_std_min, self.log_std_max
+            for name, value in (("log_std_min", low), ("log_std_max", high)):
+                if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                    raise ValueError(f"posterior diagonal: {name} must be a finite number or None, got {value!r}")
+            if low is not None and high is not None and not low < high:
+                raise ValueError(f"posterior diagonal: log_std_min must be < log_std_max, got {low!r} and {high!r}")
 
     def num_params(self, latent_dim: int) -> int:
         return 2 * latent_dim
