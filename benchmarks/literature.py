@@ -11,8 +11,9 @@ measured probes in benchmarks/README.md; ``--batch-size``, ``--lr``, ``--lr-sche
 override it for every row run.
 
 While a row trains, every ``--curve-every`` minutes of training time (the time spent evaluating is not
-counted) it records the test ELBO (all 10,000 images, one sample) and the test NLL at k = 5000 on a fixed
-subset of ``--subset`` images: the NLL-against-minutes curves. Each row is saved to
+counted) it records the test ELBO (all 10,000 images, one sample), the same on as many training images (binarized
+once: a gap that grows is overfitting) and the test NLL at k = 5000 on a fixed subset of ``--subset`` images: the
+NLL-against-minutes curves. Each row is saved to
 benchmarks/results/TAG-ROW.json as soon as it finishes (its NLL, ELBO, active units, per layer too, epochs, steps,
 recipe and curve); TAG.json and TAG.png, the table and curves, are rebuilt after every run from *every* saved row
 of the tag (also those of earlier sessions), so rows can be run a few at a time. ``--table`` trains nothing.
@@ -136,6 +137,7 @@ def run_row(name, args, data, test):
     model, model_cfg = build_row_model(name, args, data)
     cfg = train_config(name, args)
     subset = test[: args.subset]
+    train_probe = binarize(data.train_images[: len(test)])  # the first training images, binarized once: over- or under-fitting
     curve, next_mark = [], args.curve_every
 
     def on_epoch_end(epoch, stats):
@@ -146,9 +148,9 @@ def run_row(name, args, data, test):
         next_mark = minutes + args.curve_every
         elbo = evaluate_elbo(model, test, n_samples=1, seed=0)
         point = {"minutes": minutes, "epoch": epoch + 1, "steps": stats["steps"], "test_elbo": elbo["elbo"],
-                 "nll_subset": nll(model, subset, args.k)[0]}
+                 "train_elbo": evaluate_elbo(model, train_probe, n_samples=1, seed=0)["elbo"], "nll_subset": nll(model, subset, args.k)[0]}
         curve.append(point)
-        print(f"  {name}: {minutes:5.1f} min, epoch {epoch + 1}: test ELBO {point['test_elbo']:.2f}, "
+        print(f"  {name}: {minutes:5.1f} min, epoch {epoch + 1}: test ELBO {point['test_elbo']:.2f} (train {point['train_elbo']:.2f}), "
               f"NLL ({len(subset)} images) {point['nll_subset']:.2f}", flush=True)
 
     t0 = time.perf_counter()
