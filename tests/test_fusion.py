@@ -38,7 +38,7 @@ def compiler():
     """Skip where torch.compile cannot compile here (no C++ compiler, a Python dynamo does not support)."""
     try:
         torch.compile(lambda t: t * 2 + 1)(torch.ones(3))
-    except Exception as exc:  # pragma: no cover - depends on the machine
+    except Exception as exc:  # noqa: BLE001 - depends on the machine
         pytest.skip(f"torch.compile does not work here: {type(exc).__name__}")
 
 
@@ -116,9 +116,9 @@ def test_passes_of_other_shapes_run_as_tiles_of_the_compiled_one(compiler):
     x = _binary(7).flatten(1)  # [7, 16]
     with torch.no_grad():
         for b, c in ((3, 4), (7, 9), (2, 1), (3, 4)):  # the first fixes the compiled shape [3, 4]
-            z = torch.randn(b, c, 2)
-            got = _no_fallback(lambda: fused(z, [x[:b], 1 - x[:b]]))
-            want = fused.eager(z.reshape(b * c, 2), [x[:b], 1 - x[:b]])
+            z, xs = torch.randn(b, c, 2), [x[:b], 1 - x[:b]]
+            got = _no_fallback(lambda z=z, xs=xs: fused(z, xs))
+            want = fused.eager(z.reshape(b * c, 2), xs)
             for g, w in zip(got, want):
                 assert g.shape == (b, c)
                 torch.testing.assert_close(g, w, rtol=CHECK_RTOL, atol=CHECK_ATOL)

@@ -159,7 +159,7 @@ class FusedLogPx:
             err = max((g - w).abs().max().item() for g, w in zip(got, want))
             self._give_up(f"the compiled log p(x|z) differs from eager mode by up to {err:.3g} nats")
             return want
-        except Exception as exc:  # no C++ compiler, an unsupported op, an old torch: eager mode
+        except Exception as exc:  # noqa: BLE001 - no C++ compiler, an unsupported op, an old torch: eager mode
             self._give_up(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
         return self.eager(flat, xs)
 
@@ -179,5 +179,5 @@ def _freezing() -> Any:
         from torch._inductor import config
 
         return config.patch(freezing=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a torch without this private config
         return contextlib.nullcontext()
