@@ -209,6 +209,16 @@ def test_where_fusing_is_refused_and_when_auto_fuses():
 
     own = OwnDecode(model.encoder, model.decoder, 2, likelihood="bernoulli", posterior="diagonal", image_shape=(1, 4, 4))
     assert "OwnDecode decodes its own way" in fusion_refusal(own, CPU, None)
+    patched = _mlp()
+    patched.decode = lambda z: VAE.decode(patched, z)  # an instance's own decode (a test's spy)
+    assert "decodes its own way" in fusion_refusal(patched, CPU, None)
+
+    class Affine(nn.Module):  # a decoder without parameters: the model's dtype is log_sig_x's
+        def forward(self, z):
+            return z.sum(1)[:, None, None, None].expand(-1, 1, 4, 4)
+
+    bare = VAE(model.encoder, Affine(), 2, likelihood="bernoulli", posterior="diagonal", image_shape=(1, 4, 4))
+    assert fusion_refusal(bare, CPU, None) is None
     model.condition = object()
     assert "conditional" in fusion_refusal(model, CPU, None)
     with pytest.warns(UserWarning, match="fuse=True ignored: a conditional model"):

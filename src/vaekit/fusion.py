@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import VAE
+from .model import VAE, param_device
 
 __all__ = ["FUSE_MIN_DECODES", "FusedLogPx", "fusion_refusal", "should_fuse"]
 
@@ -52,9 +52,9 @@ def fusion_refusal(model: Any, device: torch.device, autocast_dtype: torch.dtype
         return "fusing is for fp32 (here: autocast)"
     if getattr(model, "condition", None) is not None:
         return "a conditional model's decoder reads the held condition"
-    if not isinstance(model, VAE) or type(model).decode is not VAE.decode:
+    if not isinstance(model, VAE) or type(model).decode is not VAE.decode or "decode" in vars(model):
         return f"{type(model).__name__} decodes its own way"
-    dtype = next(model.decoder.parameters()).dtype
+    dtype = param_device(model)[1]
     if dtype != torch.float32:
         return f"fusing is for float32 networks (here: {dtype})"
     if not hasattr(torch, "compile"):
