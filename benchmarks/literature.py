@@ -42,7 +42,7 @@ import torch
 from vaekit import evaluate_elbo, latent_stats, load_dataset, log_likelihood, set_seed
 from vaekit.config import ModelConfig, TrainConfig
 from vaekit.data import binarize
-from vaekit.fusion import FusedLogPx, should_fuse
+from vaekit.fusion import fused_for
 from vaekit.model import build_model
 from vaekit.train import fit
 
@@ -92,7 +92,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def nll(model, images, k, seed=0):
     """Test NLL per image (nats) with its standard error, by importance sampling with k samples; fused
     (``vaekit.fusion``: compiled once for all the images) where that is possible and pays."""
-    fused = FusedLogPx(model) if should_fuse(None, len(images) * k, model, torch.device("cpu"), None) else False
+    fused = fused_for(model, len(images) * k) or False
     ll = torch.cat([log_likelihood(model, images[i : i + 100], k=k, seed=seed * 100_003 + i, fuse=fused) for i in range(0, len(images), 100)])
     return -ll.mean().item(), ll.std().item() / math.sqrt(len(ll))
 

@@ -19,7 +19,7 @@ from . import distributed
 from .conditioning import given
 from .data import to_float
 from .distributions import kl_diag_std_normal, kl_q_p_exact, kl_q_p_mc, rsample
-from .fusion import FusedLogPx, should_fuse
+from .fusion import FusedLogPx, fused_for
 from .model import VAE, eval_mode, param_device
 from .objectives import make_objective
 
@@ -128,8 +128,7 @@ def log_likelihood(
     if isinstance(fuse, FusedLogPx):
         fuse.check_model(model)
     else:
-        device = param_device(model)[0]
-        fuse = FusedLogPx(model) if should_fuse(fuse, x.shape[0] * k, model, device, autocast_dtype) else None
+        fuse = fused_for(model, x.shape[0] * k, fuse, autocast_dtype)
     return importance_log_likelihoods(model, [x], k, seed=seed, max_decodes=max_decodes, autocast_dtype=autocast_dtype, fused=fuse)[0]
 
 
@@ -377,7 +376,7 @@ def evaluate(
     lls: list[Tensor] = []
     deq: list[Tensor] = []
     t0 = time.perf_counter()
-    fused = FusedLogPx(model) if should_fuse(fuse, m * k, model, param_device(model)[0], autocast_dtype) else None
+    fused = fused_for(model, m * k, fuse, autocast_dtype)
     for rows in tqdm(list(_blocks(m, ll_block)), desc=f"log p(x), k={k}", disable=not progress, dynamic_ncols=True):
         x = to_float(images[rows])
         xs = [x]

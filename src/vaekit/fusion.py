@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .model import VAE, param_device
 
-__all__ = ["FUSE_MIN_DECODES", "FusedLogPx", "fusion_refusal", "should_fuse"]
+__all__ = ["FUSE_MIN_DECODES", "FusedLogPx", "fused_for", "fusion_refusal", "should_fuse"]
 
 #: decodes (images x importance samples) from which ``fuse=None`` compiles: about 80 s of eager decoding of the
 #: paper's MLP on a 2-core CPU, against 10-45 s of compiling
@@ -73,6 +73,11 @@ def should_fuse(fuse: bool | None, decodes: int, model: Any, device: torch.devic
             warnings.warn(f"fuse=True ignored: {refusal}; evaluating in eager mode", stacklevel=3)
         return False
     return bool(fuse) or decodes >= FUSE_MIN_DECODES
+
+
+def fused_for(model: Any, decodes: int, fuse: bool | None = None, autocast_dtype: torch.dtype | None = None) -> FusedLogPx | None:
+    """A ``FusedLogPx`` of ``model`` for a job of ``decodes`` decodes where ``should_fuse`` (on the model's device) says so, else None."""
+    return FusedLogPx(model) if should_fuse(fuse, decodes, model, param_device(model)[0], autocast_dtype) else None
 
 
 class _DecodeLogPx(nn.Module):
