@@ -194,6 +194,10 @@ class TrainConfig(PartsConfig):
     time_budget: float | None = _f(None, "stop after this many minutes of training, then evaluate and save", gt=0.0)
     checkpoint_every: int | None = _f(None, "also write a checkpoint every N optimizer steps (one is written at every epoch end)", min=1)
     skip_nonfinite: bool = _f(False, "skip a batch whose loss or gradient is NaN/Inf (and count it) instead of stopping")
+    grad_normalize: bool = _f(
+        False, "divide each parameter tensor's gradient by its own norm before the optimizer step (Tomczak & Welling's "
+        "AdamNormGrad, their VampPrior recipe); before --grad-clip",
+    )
     grad_clip: float | None = _f(None, "clip the global gradient norm (all parameters as one vector) to this before each optimizer step; none: off", gt=0.0)
     eval_samples: int = _f(10, "samples of z per image for the final test ELBO (all test images, at the end of training)", min=1)
     monitor_samples: int = _f(

@@ -13,7 +13,7 @@
                     accelerators; skip_nonfinite), NonFiniteError
     history.py      History: per-step ELBO, training objective, the objective's own terms
     schedules.py    lr_factor, lr_warmup_factor, LearningRate, kl_beta
-    updates.py      UpdateHook around each optimizer step; GradClip (--grad-clip)
+    updates.py      UpdateHook around each optimizer step; GradNormalize (--grad-normalize), GradClip (--grad-clip)
     callbacks.py    the Callback protocol; a plain function at epoch ends
     checkpoints.py  Checkpoints: when a checkpoint is written (every N steps, epoch ends, signals, the end)
     progress.py     Progress: tqdm bars

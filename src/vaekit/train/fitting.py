@@ -40,7 +40,8 @@ def fit(
     disk a batch at a time). The objective is ``cfg.objective`` (``objectives.OBJECTIVES``) with
     the KL weight ``kl_beta(cfg, step)``; the per-step "ELBO" recorded is always the true
     bound (beta = 1), and a different training objective is recorded beside it, as are the
-    objective's own terms (``Terms.extra``). ``cfg.grad_clip`` clips the global gradient norm.
+    objective's own terms (``Terms.extra``). ``cfg.grad_normalize`` divides each parameter's gradient by
+    its norm, ``cfg.grad_clip`` clips the global gradient norm.
 
     Hooks (their time is not counted as training time, nor against ``cfg.time_budget``):
 

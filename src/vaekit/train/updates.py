@@ -1,6 +1,6 @@
 """What may change an optimizer step beyond the gradient itself: ``UpdateHook``s, called by the loop just
-before and after ``optimizer.step()``, each one collaborator (gradient clipping here; an EMA of the
-weights would be another: ``after_update`` and a state in the checkpoint)."""
+before and after ``optimizer.step()``, each one collaborator (gradient normalization and clipping here; an EMA of
+the weights would be another: ``after_update`` and a state in the checkpoint)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["UpdateHook", "GradClip", "update_hooks"]
+__all__ = ["UpdateHook", "GradNormalize", "GradClip", "update_hooks"]
 
 
 class UpdateHook:
@@ -21,6 +21,23 @@ class UpdateHook:
 
     def after_update(self, model: nn.Module) -> None:
         """The optimizer has updated the weights."""
+
+
+class GradNormalize(UpdateHook):
+    """Divide each parameter tensor's gradient by its own norm (``--grad-normalize``): g_p <- g_p / (||g_p||_2 + 1e-7),
+    as Tomczak & Welling's ``AdamNormGrad`` (jmtomczak/vae_vampprior, utils/optimizer.py) does before Adam's moments.
+
+    A spike in one batch's gradient then moves Adam's moment estimates no more than any other batch does: the
+    VampPrior's recipe. Every process holds the same averaged gradients, so all normalize alike.
+    """
+
+    EPS = 1e-7
+
+    def before_update(self, params: Sequence[Tensor]) -> None:
+        with torch.no_grad():
+            for p in params:
+                if p.grad is not None:
+                    p.grad.div_(torch.linalg.vector_norm(p.grad) + self.EPS)
 
 
 class GradClip(UpdateHook):
@@ -41,6 +58,7 @@ class GradClip(UpdateHook):
 
 
 def update_hooks(cfg: object) -> list[UpdateHook]:
-    """The hooks ``cfg`` asks for (none by default)."""
+    """The hooks ``cfg`` asks for, in the order they act (none by default): normalize, then clip."""
     clip = getattr(cfg, "grad_clip", None)
-    return [] if clip is None else [GradClip(clip)]
+    hooks: list[UpdateHook] = [GradNormalize()] if getattr(cfg, "grad_normalize", False) else []
+    return hooks + ([] if clip is None else [GradClip(clip)])
