@@ -96,6 +96,15 @@ def test_a_new_snapshot_follows_the_weights_and_an_old_one_keeps_its_own(compile
         log_likelihood(model, x, k=30, fuse=old)
     with pytest.raises(ValueError, match="made for another model"):
         log_likelihood(_mlp(), x, k=30, fuse=old)
+    fresh = FusedLogPx(model)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)  # the trainer's: it leaves version counters alone
+    versions = [p._version for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert [p._version for p in model.parameters()] == versions
+    with pytest.raises(ValueError, match="the model's decoder changed since this FusedLogPx was made"):
+        log_likelihood(model, x, k=30, fuse=fresh)
     eager = log_likelihood(model, x, k=30, fuse=False)
     assert (eager - before).abs().min() > 0.01  # the new weights change every estimate
     new = FusedLogPx(model)

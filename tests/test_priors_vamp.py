@@ -122,6 +122,44 @@ def test_evaluation_cache_follows_parameter_updates():
     torch.testing.assert_close(after, brute_force_prior(model).log_prob(z), rtol=1e-12, atol=1e-10)
 
 
+def test_evaluation_cache_follows_a_fused_optimizer_that_leaves_version_counters_alone():
+    """The trainer's fused Adam updates the weights without bumping their versions: the cache still notices."""
+    model = model_with_vamp("mlp")
+    z = torch.randn(2, 3, 3, dtype=torch.float64)
+    with torch.no_grad():
+        first = model.log_p_z(z)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+    versions = [p._version for p in model.parameters()]
+    model.log_p_z(z).sum().backward()
+    opt.step()
+    assert [p._version for p in model.parameters()] == versions  # what made the version-keyed cache stale
+    with torch.no_grad():
+        after = model.log_p_z(z)
+    assert (after - first).abs().max() > 1e-3  # the update moved the prior
+    torch.testing.assert_close(after, brute_force_prior(model).log_prob(z), rtol=1e-12, atol=1e-10)
+
+
+def test_the_test_bound_during_training_is_that_of_the_weights_then():
+    """An evaluation at each epoch's end of ``fit`` (fused Adam) equals that of a fresh copy of the weights then."""
+    from vaekit import TrainConfig, evaluate_elbo, fit
+
+    model = model_with_vamp("mlp").float()
+    images = (torch.rand(40, 1, 3, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    cfg = TrainConfig(epochs=3, batch_size=10, lr=0.02, lr_schedule="constant", calibrated=False, device="cpu", precision="fp32",
+                      objective="iwae", options={"iw_samples": 3})
+    seen = []
+
+    def on_epoch_end(epoch, stats):
+        fresh = model_with_vamp("mlp").float()
+        fresh.load_state_dict(model.state_dict())
+        got, want = evaluate_elbo(model, images, n_samples=2, seed=0), evaluate_elbo(fresh, images, n_samples=2, seed=0)
+        seen.append(got["elbo"])
+        assert got["elbo"] == pytest.approx(want["elbo"], abs=1e-9)
+
+    fit(model, images, cfg, progress=False, on_epoch_end=on_epoch_end)
+    assert len(seen) == 3 and len(set(seen)) == 3  # the weights moved between the evaluations
+
+
 def test_parameters_are_saved_with_the_model_and_standard_normal_state_dicts_still_load():
     model = model_with_vamp("hvae")
     state = model.state_dict()

@@ -105,7 +105,6 @@ class FusedLogPx:
         decoder = copy.deepcopy(model.decoder).eval().requires_grad_(False)  # the snapshot: frozen into the graph
         self.eager = _DecodeLogPx(decoder, model.likelihood, model.log_sig_x)
         self.model = weakref.ref(model)
-        self.versions = _versions(model)
         self.compiled: Any = None
         self.checked = False
         self.shape: tuple[int, int] | None = None  # the compiled [b, c]
@@ -116,7 +115,7 @@ class FusedLogPx:
         """ValueError unless this is a snapshot of ``model`` as its weights are now."""
         if self.model() is not model:
             raise ValueError("fuse: this FusedLogPx was made for another model; make one for this model")
-        if _versions(model) != self.versions:
+        if not _same_weights(self.eager, model):
             raise ValueError("fuse: the model's decoder changed since this FusedLogPx was made (its weights are a snapshot); make a new one")
 
     def __call__(self, z: Tensor, xs: list[Tensor]) -> list[Tensor]:
@@ -173,9 +172,14 @@ class FusedLogPx:
         warnings.warn(f"fused evaluation off: {why}; evaluating in eager mode", stacklevel=4)
 
 
-def _versions(model: Any) -> tuple:
-    """The decoder's parameters and log_sig_x as they are now: every in-place change bumps a version."""
-    return tuple((id(p), p._version) for p in [*model.decoder.parameters(), model.log_sig_x])
+def _same_weights(snapshot: _DecodeLogPx, model: Any) -> bool:
+    """Whether the model's decoder (parameters and buffers) and log_sig_x hold the snapshot's values, compared by value:
+    fused optimizers (``torch.optim.Adam(fused=True)``, the trainer's) change weights without bumping their versions."""
+    mine = [*snapshot.decoder.parameters(), *snapshot.decoder.buffers(), snapshot.log_sig_x]
+    theirs = [*model.decoder.parameters(), *model.decoder.buffers(), model.log_sig_x]
+    return len(mine) == len(theirs) and all(
+        a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b.detach().to(a.device)) for a, b in zip(mine, theirs)
+    )
 
 
 def _freezing() -> Any:

@@ -51,7 +51,7 @@ class VampPrior(Prior):
         if image_shape is None:
             raise ValueError("prior vamp needs the image shape [C, H, W]: its pseudo-inputs are images")
         self.pseudo = nn.Parameter(torch.empty(self.options.pseudo_inputs, *image_shape).normal_(INIT_MEAN, INIT_STD))
-        self._cache: tuple[Any, tuple[Tensor, Tensor]] | None = None
+        self._cache: tuple[Any, list[Tensor], tuple[Tensor, Tensor]] | None = None  # (key, the weights, components)
 
     def pseudo_inputs(self) -> Tensor:
         """u = hardtanh_[0,1](w): [C, C_img, H, W]."""
@@ -70,16 +70,17 @@ class VampPrior(Prior):
     def components(self, model: Any) -> tuple[Tensor, Tensor]:
         """The mixture's Gaussians q(z|u_c): means [C, K] and log stds [C, K] or [C, 1].
 
-        Without gradients (evaluation) they are computed once and reused while no parameter of the model changes
-        (every in-place update, an optimizer step or load_state_dict, bumps a parameter's version)."""
+        Without gradients (evaluation) they are computed once and reused while the model's parameters keep the values
+        they had then, compared by value with a copy: a parameter's version counter is not enough, since fused
+        optimizers (``torch.optim.Adam(fused=True)``, the trainer's) update weights without bumping it."""
         if torch.is_grad_enabled():
             return self._components(model)
-        params = list(model.parameters())
-        key = (tuple((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in params),
+        params = [p.detach() for p in model.parameters()]
+        key = (tuple((id(p), p.dtype, p.device, tuple(p.shape)) for p in model.parameters()),
                torch.is_autocast_enabled(params[0].device.type))
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._components(model))
-        return self._cache[1]
+        if self._cache is None or self._cache[0] != key or not all(torch.equal(a, b) for a, b in zip(self._cache[1], params)):
+            self._cache = (key, [p.clone() for p in params], self._components(model))
+        return self._cache[2]
 
     def _components(self, model: Any) -> tuple[Tensor, Tensor]:
         u = self.pseudo_inputs()
