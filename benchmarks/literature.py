@@ -12,8 +12,8 @@ measured probes in benchmarks/README.md; ``--batch-size``, ``--lr``, ``--lr-sche
 
 While a row trains, every ``--curve-every`` minutes of training time (the time spent evaluating is not
 counted) it records the test ELBO (all 10,000 images, one sample), the same on as many training images (binarized
-once: a gap that grows is overfitting) and the test NLL at k = 5000 on a fixed subset of ``--subset`` images: the
-NLL-against-minutes curves. Each row is saved to
+once: a gap that grows is overfitting), the test NLL at k = 5000 on a fixed subset of ``--subset`` images (the
+NLL-against-minutes curves) and the active units of each stochastic layer (when a layer collapses). Each row is saved to
 benchmarks/results/TAG-ROW.json as soon as it finishes (its NLL, ELBO, active units, per layer too, epochs, steps,
 recipe and curve); TAG.json and TAG.png, the table and curves, are rebuilt after every run from *every* saved row
 of the tag (also those of earlier sessions), so rows can be run a few at a time. ``--table`` trains nothing.
@@ -148,9 +148,11 @@ def run_row(name, args, data, test):
         elbo = evaluate_elbo(model, test, n_samples=1, seed=0)
         point = {"minutes": minutes, "epoch": epoch + 1, "steps": stats["steps"], "test_elbo": elbo["elbo"],
                  "train_elbo": evaluate_elbo(model, train_probe, n_samples=1, seed=0)["elbo"], "nll_subset": nll(model, subset, args.k)[0]}
+        units = latent_stats(model, test)  # when a layer's units die: the top layer's collapse, step by step
+        point["active_units_per_layer"] = units.get("active_units_per_layer", [units["active_units"]])
         curve.append(point)
         print(f"  {name}: {minutes:5.1f} min, epoch {epoch + 1}: test ELBO {point['test_elbo']:.2f} (train {point['train_elbo']:.2f}), "
-              f"NLL ({len(subset)} images) {point['nll_subset']:.2f}", flush=True)
+              f"NLL ({len(subset)} images) {point['nll_subset']:.2f}, active units {'+'.join(map(str, point['active_units_per_layer']))}", flush=True)
 
     t0 = time.perf_counter()
     result = fit(model, data.train_images, cfg, progress=False, on_epoch_end=on_epoch_end)
