@@ -149,7 +149,7 @@ def run_row(name, args, data, test):
         point = {"minutes": minutes, "epoch": epoch + 1, "steps": stats["steps"], "test_elbo": elbo["elbo"],
                  "train_elbo": evaluate_elbo(model, train_probe, n_samples=1, seed=0)["elbo"], "nll_subset": nll(model, subset, args.k)[0]}
         units = latent_stats(model, test)  # when a layer's units die: the top layer's collapse, step by step
-        point["active_units_per_layer"] = units.get("active_units_per_layer", [units["active_units"]])
+        point["active_units_per_layer"] = units["active_units_per_layer"]
         curve.append(point)
         print(f"  {name}: {minutes:5.1f} min, epoch {epoch + 1}: test ELBO {point['test_elbo']:.2f} (train {point['train_elbo']:.2f}), "
               f"NLL ({len(subset)} images) {point['nll_subset']:.2f}, active units {'+'.join(map(str, point['active_units_per_layer']))}", flush=True)
@@ -164,7 +164,7 @@ def run_row(name, args, data, test):
     return {
         "row": name, "paper": PAPER[name], "source": SOURCE[name], "nll": value, "nll_se": se,
         "test_elbo": elbo["elbo"], "test_elbo_se": elbo["elbo_se"],
-        "active_units": stats["active_units"], "active_units_per_layer": stats.get("active_units_per_layer", [stats["active_units"]]),
+        "active_units": stats["active_units"], "active_units_per_layer": stats["active_units_per_layer"],
         "train_minutes": result.seconds / 60, "wall_minutes": wall / 60, "eval_minutes": (time.perf_counter() - t1) / 60,
         "steps": result.steps, "epochs": result.epochs_done,
         "model": {"arch": model_cfg.arch, "prior": model_cfg.prior, "options": model_cfg.options},
@@ -230,7 +230,7 @@ def print_table(rows):
     print(f"\n{'row':<9} {'paper':>7} {'vaekit NLL':>16} {'test ELBO':>16} {'active':>9} {'epochs':>6} {'train min':>9} {'wall min':>8}")
     for r in rows:
         paper = f"{r['paper']:7.2f}" if r.get("paper") is not None else f"{'-':>7}"
-        active = "+".join(map(str, r.get("active_units_per_layer", [r["active_units"]])))
+        active = "+".join(map(str, r.get("active_units_per_layer", [r["active_units"]])))  # one-layer rows saved before 2026-11-29 evening lack it
         print(f"{r['row']:<9} {paper} {r['nll']:9.2f} +- {r['nll_se']:.2f} {r['test_elbo']:9.2f} +- {r['test_elbo_se']:.2f} "
               f"{active:>9} {r['epochs']:6d} {r['train_minutes']:9.1f} {r['wall_minutes'] + r['eval_minutes']:8.1f}")
     first = next((r for r in rows if r["row"] == "vae"), next((r for r in rows if r.get("paper") is not None), None))

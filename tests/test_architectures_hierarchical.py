@@ -227,16 +227,18 @@ def test_explorer_decodes_the_top_layer_like_the_model(tmp_path, latent_dim):
     torch.testing.assert_close(page_images, want, rtol=1e-5, atol=1e-6)
 
 
-def test_train_eval_sample_report_end_to_end(tmp_path, tiny_dataset_dir):
+def test_train_eval_sample_report_end_to_end(tmp_path, tiny_dataset_dir, capsys):
     """hvae + VampPrior + DReG: 5 steps of `vaekit train`, then eval, sample (prior and GMM) and report, in process."""
     run = tmp_path / "run"
     assert main(["train", "--dataset", str(tiny_dataset_dir), "--out", str(run), "--arch", "hvae", "--latent-dim", "3",
                  "--lower-layers", "6", "--hidden", "16;8", "--prior", "vamp", "--pseudo-inputs", "8", "--objective", "dreg",
                  "--iw-samples", "3", "--likelihood", "bernoulli", "--binarize", "dynamic", "--posterior", "diagonal",
                  "--max-steps", "5", "--batch-size", "32", "--eval-samples", "1", "--device", "cpu", "--no-progress"]) == 0
+    capsys.readouterr()
     assert main(["eval", str(run), "--k", "20", "--limit", "16", "--samples", "2"]) == 0
     result = json.loads((run / "eval_test.json").read_text())
     assert len(result["active_units_per_layer"]) == 2 and len(result["kl_per_dim"]) == 9
+    assert f"per layer, bottom first: {result['active_units_per_layer'][0]}+{result['active_units_per_layer'][1]}" in capsys.readouterr().out
     assert result["log_likelihood"] < 0 and math.isfinite(result["log_likelihood"])
     assert main(["sample", str(run), "--n", "4"]) == 0 and (run / "samples_seed0.png").exists()
     assert main(["sample", str(run), "--n", "4", "--sampler", "gmm", "--components", "2"]) == 0

@@ -235,6 +235,7 @@ def test_eval_prints_a_readable_summary(run_dir, capsys):
     out = capsys.readouterr().out
     for needle in ("train split, 5 images", "log p(x) (k=3)", "bits/dim", "active units", "note:", "eval_train.json"):
         assert needle in out, needle
+    assert "per layer" not in out  # one stochastic layer: the count is not split
     assert (run_dir / "eval_train.json").is_file()
 
 

@@ -241,6 +241,7 @@ def test_evaluate_reports_consistent_numbers(small_vae_and_images):
     assert r["posterior_mean_var"] == pytest.approx(var, rel=1e-6)
     assert r["active_units"] == sum(v > 0.01 for v in var)
     assert 0 < r["active_units"] < 3  # the fixture makes the check meaningful
+    assert r["active_units_per_layer"] == [sum(v > 0.01 for v in var)]  # one stochastic layer: one count
     assert r["kl_per_dim"] == pytest.approx(torch.stack(kls).mean(0).tolist(), rel=1e-5)
     assert sum(r["kl_per_dim"]) == pytest.approx(r["kl"], rel=1e-5)
     assert r["recon_mse"] == pytest.approx(sq / len(images), rel=1e-5)

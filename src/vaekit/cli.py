@@ -519,7 +519,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ),
         *([("KL per latent dim", f"[{kl}] nats"),
            ("active units", f"{r['active_units']} of {len(r['kl_per_dim'])} (Var_x E[z_u|x] > {r['active_threshold']})"
-            + (f"; per layer, bottom first: {'+'.join(map(str, r['active_units_per_layer']))}" if "active_units_per_layer" in r else ""))]
+            + (f"; per layer, bottom first: {'+'.join(map(str, r['active_units_per_layer']))}" if len(r.get("active_units_per_layer", [])) > 1 else ""))]
           if "kl_per_dim" in r else []),
         ("reconstruction MSE", f"{r['recon_mse']:.5f} per pixel"),
         *_vq_rows(r),

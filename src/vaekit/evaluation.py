@@ -271,11 +271,12 @@ def kl_mc_error(
 @torch.no_grad()
 def latent_stats(model: VAE, images: Tensor, batch_size: int = 500, labels: Tensor | None = None) -> dict[str, Any]:
     """Latent diagnostics over ``images`` [M, C, H, W] (for a model with several stochastic layers, of every layer:
-    see ``_means_and_kl``; then also ``active_units_per_layer``).
+    see ``_means_and_kl``).
 
     Returns ``kl_per_dim`` (KL(q || N(0, I)) of each latent dimension, nats, mean over
     images), ``posterior_mean_var`` (Var over images of E_q[z_u]), ``active_units`` (how
-    many have that variance > 0.01, Burda et al. 2016), ``recon_mse`` (mean squared error
+    many have that variance > 0.01, Burda et al. 2016), ``active_units_per_layer`` (the same count for each
+    stochastic layer, bottom first: ``[active_units]`` for a model with one), ``recon_mse`` (mean squared error
     per pixel of the reconstruction decoded from the posterior mean) and ``means``
     (the posterior means [M, K], on the CPU). A conditional model's are given each image's condition (``labels`` [M]).
     """
@@ -317,11 +318,10 @@ def _means_and_kl(model: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _per_layer(model: VAE, var: Tensor) -> dict[str, Any]:
-    """``active_units_per_layer`` (bottom first) for a model with several stochastic layers (``layer_sizes``)."""
-    sizes = getattr(model, "layer_sizes", None)
-    if not sizes:
-        return {}
-    return {"active_units_per_layer": [int((v > ACTIVE_THRESHOLD).sum().item()) for v in var.split(list(sizes))]}
+    """``active_units_per_layer``, bottom first: one count for each stochastic layer (``layer_sizes``; one layer if
+    the model has no such attribute)."""
+    sizes = list(getattr(model, "layer_sizes", None) or [var.numel()])
+    return {"active_units_per_layer": [int((v > ACTIVE_THRESHOLD).sum().item()) for v in var.split(sizes)]}
 
 
 def evaluate(
