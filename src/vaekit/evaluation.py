@@ -300,7 +300,7 @@ def latent_stats(model: VAE, images: Tensor, batch_size: int = 500, labels: Tens
         "posterior_mean_var": var.tolist(),
         "active_units": int((var > ACTIVE_THRESHOLD).sum().item()),
         "active_threshold": ACTIVE_THRESHOLD,
-        **_per_layer(model, var),
+        "active_units_per_layer": _active_per_layer(model, var),
         "recon_mse": sq_err / getattr(model.likelihood, "scored_dims", images[0].numel()) / images.shape[0],  # per scored pixel
         "means": m.float(),
     }
@@ -317,11 +317,11 @@ def _means_and_kl(model: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
     return mu, kl_diag_std_normal(mu.double(), log_sig.double())
 
 
-def _per_layer(model: VAE, var: Tensor) -> dict[str, Any]:
-    """``active_units_per_layer``, bottom first: one count for each stochastic layer (``layer_sizes``; one layer if
-    the model has no such attribute)."""
+def _active_per_layer(model: VAE, var: Tensor) -> list[int]:
+    """Active units of each stochastic layer, bottom first, from the variances ``var`` [K] (the model's
+    ``layer_sizes``; one layer if it has no such attribute)."""
     sizes = list(getattr(model, "layer_sizes", None) or [var.numel()])
-    return {"active_units_per_layer": [int((v > ACTIVE_THRESHOLD).sum().item()) for v in var.split(sizes)]}
+    return [int((v > ACTIVE_THRESHOLD).sum().item()) for v in var.split(sizes)]
 
 
 def evaluate(
